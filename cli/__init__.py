@@ -1,0 +1,1 @@
+"""The `crnn` command line: a thin layer over crnn_core."""

@@ -1,0 +1,256 @@
+"""Subcommands: parse options, call crnn_core, hand results to `render`.
+
+crnn_core (and so torch) is imported inside each command, never at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import render
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    pt2 = "pt2"
+
+
+class LabelMode(str, Enum):
+    auto = "auto"
+    filename = "filename"
+
+
+class Augment(str, Enum):
+    none = "none"
+    light = "light"
+    default = "default"
+
+
+MODEL_HELP = "A model file, a run folder, or a bundled model's name."
+
+
+def train(
+    data: Optional[Path] = typer.Argument(None, help="Dataset folder or list file (not needed with --resume)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: a bundled config name or a YAML file (default: crnn-small)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATE-TIME)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs to run (default: 40)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop cleanly after this many minutes, keeping the best model."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="(default: 32)"),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate (default: 0.002)."),
+    height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px, overriding the architecture's."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this trained model's weights (same alphabet)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help="auto: list file or .gt.txt sidecars; filename: the file name is the label."),
+    augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+) -> None:
+    """Train a model on DATA; writes best.pt, last.pt, config.yaml and metrics.jsonl to the run folder.
+
+    The path of the best model is printed on stdout when training ends.
+    """
+    from crnn_core.config import ModelConfig, TrainConfig, load_model_config, read_yaml
+    from crnn_core.errors import ConfigError
+    from crnn_core.train import train as run_training
+
+    if data is None and resume is None:
+        raise typer.BadParameter("give a DATA folder, or --resume RUN", param_hint="DATA")
+    model_config: Optional[ModelConfig] = None
+    train_config = TrainConfig()
+    if config is not None:
+        raw = read_yaml(config) or {}
+        if not isinstance(raw, dict) or not ({"model", "train"} & raw.keys()):
+            raise ConfigError(f"{config}: expected a mapping with a 'model:' and/or 'train:' section")
+        if raw.get("model") is not None:
+            model_config = ModelConfig.from_dict(raw["model"], source=str(config))
+        train_config = TrainConfig.from_dict(raw.get("train"), source=str(config))
+    if model is not None or model_config is None:
+        model_config = load_model_config(model or "crnn-small")
+    if height is not None:
+        model_config = ModelConfig.from_dict(dict(model_config.to_dict(), input=dict(
+            model_config.to_dict()["input"], height=height)), source="--height")
+    overrides = {k: v for k, v in {
+        "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
+        "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
+    }.items() if v is not None}
+
+    with render.TrainDisplay() as display:
+        result = run_training(data, out, model_config, train_config, val=val, labels=labels.value, resume=resume,
+                              init=init, overrides=overrides, on_event=display.on_event,
+                              should_stop=display.should_stop)
+    render.train_summary(result)
+    best = result.run_dir / "best.pt"
+    typer.echo(str(best if best.exists() else result.run_dir / "last.pt"))
+
+
+def evaluate(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    data: Path = typer.Argument(..., help="Labelled dataset: a folder (its test/ or val/ split if it has one) or a list file."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to FILE, or '-' for stdout."),
+    per_sample: bool = typer.Option(False, "--per-sample", help="Include every sample's result in the JSON report."),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
+    device: str = typer.Option("auto", "--device"),
+    show: int = typer.Option(10, "--show", min=0, help="How many of the worst errors to list."),
+) -> None:
+    """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors."""
+    from crnn_core.evaluate import evaluate as run_eval
+    from crnn_core.modelfile import atomic_write_bytes
+
+    report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device)
+    to_stdout = json_out == "-"
+    render.eval_summary(report, show, to_stderr=to_stdout)
+    if json_out is not None:
+        text = report.to_json(per_sample)
+        if to_stdout:
+            sys.stdout.write(text)
+        else:
+            atomic_write_bytes(Path(json_out), text.encode())
+            render.note(f"wrote {json_out}")
+
+
+def _expand_inputs(inputs: List[str]):
+    """Paths from arguments: files as given, folders as their images (sorted), '-' as stdin lines."""
+    from crnn_core.data import list_images
+
+    for item in inputs:
+        if item == "-":
+            for line in sys.stdin:
+                line = line.rstrip("\r\n")
+                if line:
+                    yield line
+        elif Path(item).is_dir():
+            yield from (str(p) for p in list_images(Path(item)))
+        else:
+            yield item
+
+
+def predict(
+    inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin (the default when stdin is a pipe)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled codes-small)"),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", "-f", help="text: the text; tsv: path, text, confidence; jsonl: one JSON object a line."),
+    beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device"),
+    threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
+) -> None:
+    """Read the text in images. Results stream to stdout in input order; errors go to stderr.
+
+    Exit code 1 if any input could not be read (the others still get results).
+    """
+    from crnn_core.recognizer import Recognizer
+
+    if not inputs:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise typer.BadParameter("give images or folders, or pipe paths in with '-'", param_hint="INPUTS")
+        inputs = ["-"]
+    reading_stdin = "-" in inputs
+    recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads)
+    sys.stdout.reconfigure(line_buffering=reading_stdin)
+    failures = 0
+    with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:
+        paths = display.paths if display.paths is not None else _expand_inputs(inputs)
+        for prediction in recognizer.predict_paths(paths, max_wait=0.2 if reading_stdin else None):
+            if prediction.error is not None:
+                failures += 1
+                render.error(prediction.error)
+                if fmt is OutputFormat.jsonl:
+                    sys.stdout.write(json.dumps({"path": prediction.path, "error": prediction.error},
+                                                ensure_ascii=False) + "\n")
+            elif fmt is OutputFormat.text:
+                sys.stdout.write(prediction.text + "\n")
+            elif fmt is OutputFormat.tsv:
+                sys.stdout.write(f"{prediction.path}\t{prediction.text}\t{prediction.confidence:.4f}\n")
+            else:
+                sys.stdout.write(json.dumps({"path": prediction.path, "text": prediction.text,
+                                             "confidence": round(prediction.confidence, 4)}, ensure_ascii=False) + "\n")
+            display.advance()
+    sys.stdout.flush()
+    if failures:
+        render.note(f"{failures} input(s) could not be read")
+        raise typer.Exit(1)
+
+
+def export(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    fmt: ExportFormat = typer.Option(..., "--format", "-f", help="onnx (onnxruntime, dynamic batch and width) or pt2 (torch.export)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the model, same name)."),
+) -> None:
+    """Export a model, then check the file against the eager model on rendered text images."""
+    from crnn_core.export import export as run_export
+    from crnn_core.modelfile import load_model
+
+    report = run_export(load_model(model), fmt.value, out)
+    render.export_summary(report)
+    typer.echo(str(report.path))
+
+
+def info(
+    model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled codes-small)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Alphabet, architecture, parameter counts, preprocessing and training summary of a model."""
+    from crnn_core.modelfile import load_model
+    from crnn_core.model import parameter_breakdown
+
+    loaded = load_model(model)
+    summary = {
+        "path": str(loaded.path),
+        "bytes": loaded.path.stat().st_size if loaded.path else None,
+        "name": loaded.config.name,
+        "head": loaded.config.head,
+        "alphabet": loaded.alphabet.chars,
+        "classes": loaded.alphabet.num_classes,
+        "parameters": parameter_breakdown(loaded.model),
+        "preprocess": loaded.preprocess.to_dict(),
+        "config": loaded.config.to_dict(),
+        "train": loaded.train,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        render.model_info(summary, loaded.config)
+
+
+def data_check(
+    data: Path = typer.Argument(..., help="Dataset folder or list file."),
+    model: str = typer.Option("crnn-small", "--model", "-m", help="Architecture whose height and width rules to check against."),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
+) -> None:
+    """Counts, alphabet, sizes, unreadable files and labels too long for CTC. Exit code 1 if anything is wrong."""
+    from crnn_core.config import load_model_config
+    from crnn_core.datacheck import check_dataset
+
+    result = check_dataset(data, load_model_config(model), labels.value)
+    if as_json:
+        typer.echo(json.dumps({
+            "model": result.model,
+            "alphabet": result.alphabet.chars,
+            "unseen_in_train": "".join(sorted(result.unseen_in_train())),
+            "splits": [{"name": s.name, "source": s.source, "samples": s.samples, "readable": s.readable,
+                        "label_lengths": list(s.label_lengths), "widths": list(s.widths),
+                        "problems": [str(p) for p in s.problems]} for s in result.splits],
+        }, ensure_ascii=False, indent=2))
+    else:
+        render.data_check(result, show)
+    if result.problems:
+        raise typer.Exit(1)

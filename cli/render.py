@@ -1,0 +1,236 @@
+"""Everything the CLI shows a person: Rich progress and tables on stderr, summaries.
+
+Progress displays never redirect stdout, so results written there stay a clean stream.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"crnn: error: {message}\n")
+    sys.stderr.flush()
+
+
+def note(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
+    )
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+class TrainDisplay:
+    """Renders training events; the first Ctrl-C asks for a clean stop, a second one aborts."""
+
+    def __init__(self) -> None:
+        self.progress = _progress()
+        self.task = None
+        self.load_task = None
+        self.stop_requested = False
+        self._previous_handler = None
+        self.epochs = 0
+
+    def __enter__(self) -> "TrainDisplay":
+        self.progress.__enter__()
+        self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous_handler)
+        self.progress.__exit__(*exc)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        err.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+    def on_event(self, kind: str, info: dict[str, Any]) -> None:
+        getattr(self, "_" + kind)(info)
+
+    def _loading(self, info: dict[str, Any]) -> None:
+        description = f"loading {info['split']} images"
+        if self.load_task is None or self.progress.tasks[self.load_task].description != description:
+            if self.load_task is not None:
+                self.progress.remove_task(self.load_task)
+            self.load_task = self.progress.add_task(description, total=info["total"], info="")
+        self.progress.update(self.load_task, completed=info["done"])
+
+    def _skipped(self, info: dict[str, Any]) -> None:
+        problems = info["problems"]
+        reasons = Counter(p.message.split(":")[0].split(" (")[0] for p in problems)
+        err.print(f"[yellow]skipped {len(problems)} sample(s):[/] " + "; ".join(
+            f"{n} × {reason}" for reason, n in reasons.most_common(5)), markup=True)
+        for p in problems[:5]:
+            err.print(f"  {p}", markup=False)
+        if len(problems) > 5:
+            err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
+
+    def _start(self, info: dict[str, Any]) -> None:
+        if self.load_task is not None:
+            self.progress.remove_task(self.load_task)
+            self.load_task = None
+        self.epochs = info["epochs"]
+        note(f"training {info['model']} ({info['parameters']:,} parameters) on {info['train_samples']} samples, "
+             f"validating on {info['val_samples']}; {len(info['alphabet'])} characters; device {info['device']}; "
+             f"run folder {info['run_dir']}")
+
+    def _step(self, info: dict[str, Any]) -> None:
+        description = f"epoch {info['epoch']}/{self.epochs}"
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=info["steps"], info="")
+        self.progress.update(self.task, description=description, completed=info["step"], total=info["steps"],
+                             info=f"loss {info['loss']:.3f}  {info['samples_per_s']:.0f} samples/s")
+
+    def _epoch(self, info: dict[str, Any]) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        mark = "  [green]best[/]" if info["improved"] else ""
+        err.print(f"epoch {info['epoch']:>3}  loss {info['train_loss']:.4f}  val CER {info['val_cer']:.4f}  "
+                  f"accuracy {_pct(info['val_accuracy'])}  {info['samples_per_s']:.0f} samples/s  "
+                  f"{info['elapsed_seconds']:.0f} s{mark}", highlight=False)
+
+    def _stop(self, info: dict[str, Any]) -> None:
+        note(f"stopped: {info['reason']}")
+
+
+def train_summary(result) -> None:
+    table = Table(title="training summary", show_header=False, title_justify="left")
+    best = result.best
+    table.add_row("run folder", str(result.run_dir))
+    table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run}")
+    table.add_row("validation accuracy", _pct(best.get("accuracy", 0.0)))
+    table.add_row("validation CER", f"{best.get('cer', float('nan')):.4f}")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    table.add_row("stopped", result.stop_reason)
+    table.add_row("skipped samples", str(len(result.skipped)))
+    err.print(table)
+
+
+class PredictDisplay:
+    """A progress bar on stderr when it is a terminal and the inputs are known in advance."""
+
+    def __init__(self, paths: list[str] | None) -> None:
+        self.paths = paths
+        self.enabled = paths is not None and err.is_terminal and len(paths) > 1
+        self.progress = _progress() if self.enabled else None
+        self.task = None
+
+    def __enter__(self) -> "PredictDisplay":
+        if self.progress is not None:
+            self.progress.__enter__()
+            self.task = self.progress.add_task("reading", total=len(self.paths), info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+
+def eval_summary(report, show: int, to_stderr: bool) -> None:
+    console = err if to_stderr else out
+    s = report.scores
+    table = Table(title=f"{report.model} on {report.data}", show_header=False, title_justify="left")
+    table.add_row("samples", str(s.samples))
+    table.add_row("sequence accuracy", f"{_pct(s.accuracy)}  ({s.correct}/{s.samples})")
+    table.add_row("CER", f"{s.cer:.4f}  ({s.char_errors}/{s.chars} chars)")
+    table.add_row("WER", f"{s.wer:.4f}  ({s.word_errors}/{s.words} words)")
+    table.add_row("speed", f"{report.lines_per_second:.0f} lines/s  ({report.seconds:.2f} s)")
+    if report.problems:
+        table.add_row("skipped", f"{len(report.problems)} (first: {report.problems[0]})")
+    console.print(table)
+    worst = report.worst(show)
+    if worst:
+        errors = Table(title=f"worst {len(worst)} errors", title_justify="left")
+        for column in ("image", "expected", "predicted", "confidence"):
+            errors.add_column(column)
+        for r in worst:
+            errors.add_row(r.path, r.expected, r.predicted, f"{r.confidence:.3f}")
+        console.print(errors)
+
+
+def export_summary(report) -> None:
+    shapes = ", ".join(f"{b}x{w}" for b, w in report.shapes)
+    runtime = "onnxruntime" if report.format == "onnx" else "torch.export.load"
+    note(f"wrote {report.path} ({report.bytes / 1e6:.2f} MB); checked in {runtime} at batch x width {shapes}: "
+         f"{report.texts_equal}/{report.texts_checked} texts equal to the eager model, "
+         f"largest log-prob difference {report.max_abs_diff:.2e}")
+
+
+def model_info(summary: dict[str, Any], config) -> None:
+    table = Table(title=f"{summary['name']} — {summary['path']}", show_header=False, title_justify="left")
+    size = summary["bytes"]
+    table.add_row("file size", f"{size / 1e6:.2f} MB" if size else "-")
+    table.add_row("head", summary["head"])
+    table.add_row("alphabet", f"{summary['alphabet']!r} ({len(summary['alphabet'])} characters + blank)")
+    params = summary["parameters"]
+    table.add_row("parameters", f"{params['total']:,} (backbone {params['backbone']:,}, "
+                                f"rnn {params['rnn']:,}, head {params['head']:,})")
+    pre = summary["preprocess"]
+    table.add_row("input", f"height {pre['height']} px, {'grayscale' if pre['channels'] == 1 else 'RGB'}, "
+                           f"width {pre['min_width']}..{pre['max_width']} px, {pre['normalize']}")
+    layers = []
+    for layer in config.backbone:
+        if layer.kind == "conv":
+            layers.append(f"conv{layer.kernel[0]}x{layer.kernel[1]}-{layer.out}" + ("+bn" if layer.batch_norm else ""))
+        else:
+            layers.append(f"pool{layer.kernel[0]}x{layer.kernel[1]}")
+    table.add_row("backbone", " ".join(layers))
+    table.add_row("sequence", f"T = {config.time_steps(100)} steps for a 100 px wide image")
+    table.add_row("rnn", f"BiLSTM {config.rnn_layers} x {config.rnn_hidden}" if config.rnn_layers else "none")
+    train = summary["train"]
+    if train:
+        table.add_row("trained on", f"{train.get('data')} ({train.get('train_samples')} samples, "
+                                    f"{train.get('epochs')} epochs, {train.get('seconds', 0):.0f} s)")
+        table.add_row("validation", f"accuracy {_pct(train.get('val_accuracy', 0.0))}, CER {train.get('val_cer', 0.0):.4f} "
+                                    f"at epoch {train.get('best_epoch')} on {train.get('val_samples')} samples")
+    out.print(table)
+
+
+def data_check(result, show: int) -> None:
+    table = Table(title=f"dataset check (rules of {result.model})", title_justify="left")
+    for column in ("split", "samples", "readable", "label length", "width px", "problems", "source"):
+        table.add_column(column)
+    for s in result.splits:
+        table.add_row(s.name, str(s.samples), str(s.readable), f"{s.label_lengths[0]}..{s.label_lengths[1]}",
+                      f"{s.widths[0]}..{s.widths[1]}", str(len(s.problems)), s.source)
+    out.print(table)
+    out.print(f"alphabet ({len(result.alphabet)}): {result.alphabet.chars!r}", markup=False)
+    unseen = result.unseen_in_train()
+    if unseen:
+        out.print(f"characters in val/test but never in train: {''.join(sorted(unseen))!r}", markup=False)
+    problems = result.problems
+    for p in problems[:show]:
+        out.print(f"  {p}", markup=False)
+    if len(problems) > show:
+        out.print(f"  ... and {len(problems) - show} more", markup=False)
+    if not problems:
+        out.print("no problems found", markup=False)

@@ -1,0 +1,351 @@
+"""Datasets: finding labelled samples, loading and preprocessing images, batching by width."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .alphabet import normalize
+from .errors import DatasetError, ImageError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pbm", ".pgm", ".ppm"}
+LIST_FILE_NAMES = ("labels.tsv", "labels.txt", "gt.txt")
+SIDECAR_SUFFIX = ".gt.txt"
+SPLIT_NAMES = ("train", "val", "test")
+LABEL_MODES = ("auto", "filename")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    text: str
+    origin: str = ""  # where the label came from, e.g. "labels.tsv:12", for messages
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # a path, or path:line
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Dataset:
+    samples: list[Sample]
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+# -- finding samples -----------------------------------------------------------------
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+
+
+def read_list_file(list_file: Path) -> Dataset:
+    """`relative/path<TAB>label` lines; paths are relative to the list file's folder."""
+    try:
+        raw = list_file.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{list_file}: cannot read: {exc.strerror or exc}") from None
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_no = raw[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{list_file}:{line_no}: not UTF-8 text") from None
+    base = list_file.parent
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for line_no, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{list_file}:{line_no}"
+        if "\t" not in line:
+            problems.append(Problem(where, "no TAB between path and label"))
+            continue
+        rel, label = line.split("\t", 1)
+        label = normalize(label.strip())
+        if not label:
+            problems.append(Problem(where, "empty label"))
+            continue
+        path = base / rel.strip()
+        if not path.is_file():
+            problems.append(Problem(where, f"image {rel.strip()!r} not found"))
+            continue
+        samples.append(Sample(path, label, where))
+    return Dataset(samples, str(list_file), problems)
+
+
+def read_sidecars(folder: Path) -> Dataset:
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for image in list_images(folder):
+        gt = image.with_name(image.stem + SIDECAR_SUFFIX)
+        if not gt.is_file():
+            problems.append(Problem(str(image), f"no {gt.name} beside it"))
+            continue
+        try:
+            label = normalize(gt.read_text(encoding="utf-8-sig").strip())
+        except UnicodeDecodeError:
+            problems.append(Problem(str(gt), "not UTF-8 text"))
+            continue
+        if not label:
+            problems.append(Problem(str(gt), "empty label"))
+            continue
+        samples.append(Sample(image, label, str(gt)))
+    return Dataset(samples, str(folder), problems)
+
+
+_COPY_SUFFIX = re.compile(r"_\d+$")
+
+
+def read_filename_labels(folder: Path) -> Dataset:
+    """Label = file stem with a trailing `_N` dropped (`7GX2K_2.png` -> `7GX2K`)."""
+    samples = [Sample(p, normalize(_COPY_SUFFIX.sub("", p.stem)), str(p)) for p in list_images(folder)]
+    return Dataset(samples, str(folder))
+
+
+def discover(path: str | Path, labels: str = "auto") -> Dataset:
+    """Samples in a folder or list file, by the label formats in order (see docs)."""
+    path = Path(path)
+    if labels not in LABEL_MODES:
+        raise DatasetError(f"unknown label mode {labels!r} (use one of {', '.join(LABEL_MODES)})")
+    if path.is_file():
+        return read_list_file(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such file or folder")
+    if labels == "filename":
+        dataset = read_filename_labels(path)
+    else:
+        list_file = next((path / n for n in LIST_FILE_NAMES if (path / n).is_file()), None)
+        if list_file is not None:
+            dataset = read_list_file(list_file)
+        elif any(path.rglob("*" + SIDECAR_SUFFIX)):
+            dataset = read_sidecars(path)
+        else:
+            count = len(list_images(path))
+            hint = f" ({count} images found: use --labels filename if the names are the labels)" if count else ""
+            raise DatasetError(
+                f"{path}: no labels found: expected {', '.join(LIST_FILE_NAMES)} or NAME.gt.txt sidecars{hint}")
+    if not dataset.samples:
+        raise DatasetError(f"{path}: no usable samples ({len(dataset.problems)} problems, first: "
+                           f"{dataset.problems[0] if dataset.problems else 'none'})")
+    return dataset
+
+
+def in_holdout(path: Path, fraction: float) -> bool:
+    """Stable across runs and machines: decided by a hash of the file name and parent."""
+    key = f"{path.parent.name}/{path.name}".encode()
+    return int.from_bytes(hashlib.sha1(key).digest()[:8], "big") / 2**64 < fraction
+
+
+def split_dataset(data: str | Path, val: str | Path | None = None, labels: str = "auto",
+                  val_fraction: float = 0.1) -> tuple[Dataset, Dataset]:
+    """Train and validation sets: `--val`, else DATA/val, else a hashed holdout of the training data."""
+    data = Path(data)
+    train_dir = data / "train"
+    if data.is_dir() and train_dir.is_dir():
+        train = discover(train_dir, labels)
+        if val is None and (data / "val").is_dir():
+            val = data / "val"
+    else:
+        train = discover(data, labels)
+    if val is not None:
+        return train, discover(val, labels)
+    held = [s for s in train.samples if in_holdout(s.path, val_fraction)]
+    kept = [s for s in train.samples if not in_holdout(s.path, val_fraction)]
+    if not held or not kept:
+        raise DatasetError(f"{data}: too few samples ({len(train.samples)}) to hold out a validation set; pass --val")
+    return (Dataset(kept, train.source, train.problems),
+            Dataset(held, f"{train.source} (held out {val_fraction:.0%})"))
+
+
+# -- images ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes model input; stored in the model file so it travels with the weights."""
+
+    height: int = 32
+    channels: int = 1
+    max_width: int = 800
+    min_width: int = 4
+
+    def to_dict(self) -> dict:
+        return {"height": self.height, "channels": self.channels, "max_width": self.max_width,
+                "min_width": self.min_width, "normalize": "x / 127.5 - 1", "pad": "right, edge median"}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Preprocess":
+        return cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]))
+
+    def target_width(self, width: int, height: int) -> int:
+        scaled = round(width * self.height / max(height, 1))
+        return min(max(scaled, self.min_width), self.max_width)
+
+    def from_pil(self, image: Image.Image) -> np.ndarray:
+        """A PIL image to a uint8 array, H x W (gray) or H x W x 3 (RGB), at the model height."""
+        image = ImageOps.exif_transpose(image)
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        mode = "L" if self.channels == 1 else "RGB"
+        if image.mode != mode:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                image = image.point(lambda v: v / 256).convert("L")
+            elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image.convert("RGBA"))
+            image = image.convert(mode)
+        width = self.target_width(*image.size)
+        image = image.resize((width, self.height), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Decode and preprocess one image file; raises ImageError naming the file."""
+        try:
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    # Let libjpeg decode at a reduced scale when the result is much smaller anyway.
+                    w, h = image.size
+                    image.draft("L" if self.channels == 1 else "RGB", (self.target_width(w, h), self.height))
+                return self.from_pil(image)
+        except FileNotFoundError:
+            raise ImageError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{path}: is a folder, not an image") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not an image Pillow can read") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{path}: image too large ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{path}: cannot decode image: {exc}") from None
+
+
+def load_all(paths: Sequence[Path], preprocess: Preprocess, threads: int = 2,
+             on_progress: Callable[[int], None] | None = None) -> tuple[list[np.ndarray | None], list[Problem]]:
+    """Decode every image once (Pillow releases the GIL, so threads overlap decoding)."""
+
+    def one(path: Path) -> np.ndarray | Problem:
+        try:
+            return preprocess.load(path)
+        except ImageError as exc:
+            return Problem(str(path), str(exc).removeprefix(f"{path}: "))
+
+    arrays: list[np.ndarray | None] = []
+    problems: list[Problem] = []
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for i, result in enumerate(pool.map(one, paths, chunksize=32), start=1):
+            if isinstance(result, Problem):
+                problems.append(result)
+                arrays.append(None)
+            else:
+                arrays.append(result)
+            if on_progress is not None and (i % 64 == 0 or i == len(paths)):
+                on_progress(i)
+    return arrays, problems
+
+
+# -- batches ---------------------------------------------------------------------------
+def to_tensor_batch(arrays: Sequence[np.ndarray]):
+    """uint8 arrays of one height, varied widths -> float tensor B x C x H x Wmax and widths.
+
+    Narrower images are padded on the right with their own background (the median of their
+    last column), so padding looks like more empty paper rather than a black bar.
+    """
+    import torch
+
+    widths = [a.shape[1] for a in arrays]
+    height = arrays[0].shape[0]
+    channels = 1 if arrays[0].ndim == 2 else arrays[0].shape[2]
+    batch = np.empty((len(arrays), height, max(widths), channels), dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        a = a.reshape(height, a.shape[1], channels)
+        batch[i, :, : a.shape[1]] = a
+        if a.shape[1] < batch.shape[2]:
+            batch[i, :, a.shape[1]:] = np.median(a[:, -1], axis=0).astype(np.uint8)
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return tensor.contiguous(), widths
+
+
+def width_batches(widths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar width; shuffled when an rng is given.
+
+    With an rng, widths are jittered before sorting so batch membership changes between
+    epochs, and the batch order is shuffled; without one the order is deterministic.
+    """
+    widths = np.asarray(widths, dtype=np.float64)
+    keys = widths * (1.0 + rng.uniform(-0.05, 0.05, len(widths))) if rng is not None else widths
+    order = np.argsort(keys, kind="stable")
+    batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def padding_fraction(widths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of the batch tensors' columns that are padding."""
+    total = sum(max(widths[i] for i in b) * len(b) for b in batches)
+    return 1.0 - sum(widths) / total if total else 0.0
+
+
+def timed_chunks(items: Iterable, size: int, max_wait: float = 0.2) -> Iterator[list]:
+    """Like `chunked`, but also hands over a partial chunk once no item came for `max_wait` s.
+
+    For a slow producer (paths typed or trickling in on stdin) results keep flowing instead
+    of waiting for a full chunk. Reading happens in a daemon thread.
+    """
+    import queue
+    import threading
+
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=size * 4)
+
+    def reader() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=reader, daemon=True).start()
+    chunk: list = []
+    while True:
+        try:
+            item = q.get(timeout=max_wait) if chunk else q.get()
+        except queue.Empty:
+            yield chunk
+            chunk = []
+            continue
+        if item is done:
+            break
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

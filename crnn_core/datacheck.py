@@ -1,0 +1,80 @@
+"""`crnn data check`: what is wrong with a dataset before training on it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .alphabet import Alphabet
+from .config import ModelConfig
+from .data import Dataset, Problem, discover, load_all
+from .modelfile import preprocess_for
+from .train import ctc_needed_steps
+
+
+@dataclass
+class SplitSummary:
+    name: str
+    source: str
+    samples: int
+    readable: int
+    chars: Counter
+    label_lengths: tuple[int, int]
+    widths: tuple[int, int]  # after resizing to the model height
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class DataCheck:
+    splits: list[SplitSummary]
+    alphabet: Alphabet
+    model: str
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for s in self.splits for p in s.problems]
+
+    def unseen_in_train(self) -> set[str]:
+        train = next((s for s in self.splits if s.name == "train"), None)
+        if train is None:
+            return set()
+        return {c for s in self.splits if s.name != "train" for c in s.chars} - set(train.chars)
+
+
+def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int) -> SplitSummary:
+    preprocess = preprocess_for(config)
+    arrays, bad = load_all([s.path for s in dataset.samples], preprocess, threads)
+    problems = list(dataset.problems) + bad
+    chars: Counter = Counter()
+    lengths, widths = [], []
+    alphabet = Alphabet.from_texts(s.text for s in dataset.samples)
+    for sample, array in zip(dataset.samples, arrays):
+        chars.update(sample.text)
+        lengths.append(len(sample.text))
+        if array is None:
+            continue
+        widths.append(array.shape[1])
+        steps = config.time_steps(array.shape[1])
+        needed = ctc_needed_steps(alphabet.encode(sample.text))
+        if needed > steps:
+            problems.append(Problem(sample.origin or str(sample.path),
+                                    f"label {sample.text!r} is too long for CTC at this width: needs {needed} steps, "
+                                    f"{config.name} reads {steps} from {array.shape[1]} px (height {config.height})"))
+        if array.shape[1] >= config.max_width:
+            problems.append(Problem(str(sample.path), f"squeezed to the maximum width {config.max_width} px"))
+    readable = sum(a is not None for a in arrays)
+    return SplitSummary(name, dataset.source, len(dataset.samples), readable, chars,
+                        (min(lengths, default=0), max(lengths, default=0)),
+                        (min(widths, default=0), max(widths, default=0)), problems)
+
+
+def check_dataset(data: str | Path, config: ModelConfig, labels: str = "auto", threads: int = 2) -> DataCheck:
+    """Each split present (train/val/test subfolders, or the folder itself), summarised and checked."""
+    data = Path(data)
+    found = [(n, data / n) for n in ("train", "val", "test") if (data / n).is_dir()] if data.is_dir() else []
+    if not found:
+        found = [("all", data)]
+    splits = [_summarise(name, discover(path, labels), config, threads) for name, path in found]
+    all_chars = set().union(*(s.chars for s in splits))
+    return DataCheck(splits, Alphabet(sorted(all_chars)), config.name)

@@ -1,0 +1,117 @@
+"""Evaluation of a model on a labelled dataset into a `Report`, and its JSON form.
+
+The JSON report (documented in docs/report-format.md) is stable: keys are only ever added.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .data import Dataset, Problem, discover, load_all
+from .metrics import Scores, char_errors
+from .modelfile import LoadedModel, load_model
+from .recognizer import Recognizer
+
+REPORT_FORMAT = "crnn-eval"
+REPORT_VERSION = 1
+
+
+@dataclass
+class SampleResult:
+    path: str
+    expected: str
+    predicted: str
+    confidence: float
+    errors: int  # character edit distance
+
+
+@dataclass
+class Report:
+    model: str
+    data: str
+    scores: Scores
+    seconds: float
+    results: list[SampleResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    beam: int = 1
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.scores.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def worst(self, count: int = 10) -> list[SampleResult]:
+        """Wrong predictions, most character errors first (relative to length), then least confident."""
+        wrong = [r for r in self.results if r.predicted != r.expected]
+        wrong.sort(key=lambda r: (-r.errors / max(1, len(r.expected)), r.confidence))
+        return wrong[:count]
+
+    def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
+        s = self.scores
+        report: dict[str, Any] = {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "model": self.model,
+            "data": self.data,
+            "samples": s.samples,
+            "accuracy": s.accuracy,
+            "cer": s.cer,
+            "wer": s.wer,
+            "correct": s.correct,
+            "char_errors": s.char_errors,
+            "chars": s.chars,
+            "word_errors": s.word_errors,
+            "words": s.words,
+            "skipped": len(self.problems),
+            "skipped_examples": [str(p) for p in self.problems[:20]],
+            "seconds": self.seconds,
+            "lines_per_second": self.lines_per_second,
+            "decoder": "greedy" if self.beam <= 1 else f"beam-{self.beam}",
+            "crnn_version": __version__,
+            "worst": [vars(r) for r in self.worst(10)],
+        }
+        if per_sample:
+            report["per_sample"] = [vars(r) for r in self.results]
+        return report
+
+    def to_json(self, per_sample: bool = False) -> str:
+        return json.dumps(self.to_dict(per_sample), ensure_ascii=False, indent=2) + "\n"
+
+
+def eval_split(path: str | Path) -> Path:
+    """The folder to evaluate: DATA itself when it holds labels, else DATA/test, else DATA/val."""
+    path = Path(path)
+    if path.is_dir():
+        from .data import LIST_FILE_NAMES, SIDECAR_SUFFIX
+
+        has_labels = any((path / n).is_file() for n in LIST_FILE_NAMES) or any(path.glob("*" + SIDECAR_SUFFIX))
+        if not has_labels:
+            for split in ("test", "val"):
+                if (path / split).is_dir():
+                    return path / split
+    return path
+
+
+def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: str = "auto",
+             batch_size: int = 64, beam: int = 1, device: str = "auto", threads: int = 2,
+             on_progress=None) -> Report:
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    source = eval_split(data)
+    dataset: Dataset = discover(source, labels)
+    recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads)
+    started = time.monotonic()
+    arrays, problems = load_all([s.path for s in dataset.samples], loaded.preprocess, threads, on_progress)
+    keep = [i for i, a in enumerate(arrays) if a is not None]
+    outputs = recognizer.predict_arrays([arrays[i] for i in keep])
+    seconds = time.monotonic() - started
+    scores = Scores()
+    results = []
+    for i, (text, confidence) in zip(keep, outputs):
+        sample = dataset.samples[i]
+        scores.add(sample.text, text)
+        results.append(SampleResult(str(sample.path), sample.text, text, confidence, char_errors(sample.text, text)))
+    return Report(str(loaded.path), str(source), scores, seconds, results, dataset.problems + problems, beam)

@@ -1,0 +1,67 @@
+"""The CRNN: conv backbone -> columns as a sequence -> BiLSTM -> CTC head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def build_backbone(config: ModelConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = config.channels
+    for spec in config.backbone:
+        if spec.kind == "pool":
+            layers.append(nn.MaxPool2d(spec.kernel, spec.stride, spec.padding))
+            continue
+        layers.append(nn.Conv2d(channels, spec.out, spec.kernel, spec.stride, spec.padding, bias=not spec.batch_norm))
+        if spec.batch_norm:
+            layers.append(nn.BatchNorm2d(spec.out))
+        layers.append(nn.ReLU(inplace=True))
+        channels = spec.out
+    return nn.Sequential(*layers)
+
+
+class CRNN(nn.Module):
+    """Input B x C x H x W in [-1, 1]; output T x B x (K+1) log-probabilities, class 0 = blank.
+
+    The feature map's columns are the time steps; when the backbone leaves a height above 1,
+    the rows are stacked into each column's feature vector rather than pooled away.
+    """
+
+    def __init__(self, config: ModelConfig, num_classes: int):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.backbone = build_backbone(config)
+        features = config.feature_channels() * config.feature_height()
+        if config.rnn_layers > 0:
+            self.rnn: nn.LSTM | None = nn.LSTM(
+                features, config.rnn_hidden, num_layers=config.rnn_layers, bidirectional=True,
+                dropout=config.rnn_dropout if config.rnn_layers > 1 else 0.0)
+            features = 2 * config.rnn_hidden
+        else:
+            self.rnn = None
+        self.head = nn.Linear(features, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone(images)  # B x C x H' x T
+        b, c, h, t = fmap.shape
+        seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
+        if self.rnn is not None:
+            seq, _ = self.rnn(seq)
+        return self.head(seq).float().log_softmax(-1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_breakdown(model: CRNN) -> dict[str, int]:
+    return {
+        "backbone": count_parameters(model.backbone),
+        "rnn": count_parameters(model.rnn) if model.rnn is not None else 0,
+        "head": count_parameters(model.head),
+        "total": count_parameters(model),
+    }

@@ -1,0 +1,120 @@
+"""Running a trained model: batches of preprocessed images in, text and confidence out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Preprocess, chunked, timed_chunks, to_tensor_batch, width_batches
+from .decode import decode_batch
+from .errors import ImageError
+from .modelfile import LoadedModel, load_model
+from .model import CRNN
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    text: str = ""
+    confidence: float = 0.0
+    error: str | None = None  # set when the input could not be read; text is then empty
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode, batch_size: int = 64,
+                     beam: int = 1, device: torch.device | None = None) -> list[tuple[str, float]]:
+    """Texts and confidences for preprocessed uint8 arrays, in input order.
+
+    Images are grouped by width so each batch pads little; each sample is decoded over its
+    own frames only, so padding never produces characters.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results: list[tuple[str, float]] = [("", 0.0)] * len(arrays)
+    widths = [a.shape[1] for a in arrays]
+    for batch in width_batches(widths, batch_size):
+        images, batch_widths = to_tensor_batch([arrays[i] for i in batch])
+        log_probs = model(images.to(device)).cpu().numpy()
+        lengths = [model.config.time_steps(w) for w in batch_widths]
+        for i, decoded in zip(batch, decode_batch(log_probs, lengths, beam)):
+            results[i] = (alphabet_decode(decoded.ids), decoded.confidence)
+    model.train(was_training)
+    return results
+
+
+class Recognizer:
+    """A loaded model ready to read images: `Recognizer("codes-small").predict_paths([...])`."""
+
+    def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
+                 batch_size: int = 64, beam: int = 1, threads: int = 2):
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        self.device = resolve_device(device)
+        self.model = self.loaded.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.beam = beam
+        self.threads = threads
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.loaded.preprocess
+
+    def predict_arrays(self, arrays: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        return recognize_arrays(self.model, arrays, self.loaded.alphabet.decode, self.batch_size, self.beam,
+                                self.device)
+
+    def predict_images(self, images) -> list[tuple[str, float]]:
+        """PIL images in, (text, confidence) out."""
+        return self.predict_arrays([self.preprocess.from_pil(image) for image in images])
+
+    def _load(self, path: str) -> np.ndarray | str:
+        try:
+            return self.preprocess.load(path)
+        except ImageError as exc:
+            return str(exc)
+
+    def predict_paths(self, paths: Iterable[str | Path], chunk_size: int = 256,
+                      max_wait: float | None = None) -> Iterator[Prediction]:
+        """Stream predictions in input order with bounded memory.
+
+        Paths are taken `chunk_size` at a time; while the model reads one chunk, a thread pool
+        is already decoding the next one's images. Unreadable inputs yield a Prediction with
+        `error` set instead of stopping the stream. With `max_wait`, a partial chunk is processed
+        once the source has been silent that long (for paths trickling in on stdin).
+        """
+        names = (str(p) for p in paths)
+        chunks = timed_chunks(names, chunk_size, max_wait) if max_wait else chunked(names, chunk_size)
+        with ThreadPoolExecutor(max(1, self.threads)) as pool:
+            pending = None
+            for chunk in chunks:
+                submitted = (chunk, pool.map(self._load, chunk))
+                if pending is not None:  # the model reads the previous chunk while the pool decodes this one
+                    yield from self._finish(*pending)
+                pending = submitted
+                if max_wait:  # a slow source: answer now rather than wait for the next chunk
+                    yield from self._finish(*pending)
+                    pending = None
+            if pending is not None:
+                yield from self._finish(*pending)
+
+    def _finish(self, chunk: list[str], loaded) -> Iterator[Prediction]:
+        loaded = list(loaded)
+        good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
+        outputs = dict(zip(good, self.predict_arrays([loaded[i] for i in good]))) if good else {}
+        for i, path in enumerate(chunk):
+            if i in outputs:
+                text, confidence = outputs[i]
+                yield Prediction(path, text, confidence)
+            else:
+                yield Prediction(path, error=loaded[i])

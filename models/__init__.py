@@ -1,0 +1,1 @@
+"""Bundled architecture configs (*.yaml) and trained models (*.pt), read with importlib.resources."""

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from conftest import render_text
+from crnn_core.config import TrainConfig, load_model_config
+from crnn_core.errors import CrnnError
+from crnn_core.modelfile import read_payload
+from crnn_core.train import ctc_needed_steps, lr_factor, train
+
+TINY = dict(batch_size=16, threads=2)
+
+
+def test_ctc_needed_steps_counts_repeats():
+    assert ctc_needed_steps([1, 2, 3]) == 3
+    assert ctc_needed_steps([1, 1, 2, 2, 2]) == 8
+
+
+def test_schedule_warms_up_then_decays():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.05)
+
+
+def test_run_folder_contents_and_metrics(tiny_data, tmp_path):
+    result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=2, **TINY))
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl"}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert all(0.0 <= m["val_accuracy"] <= 1.0 and m["val_cer"] >= 0.0 for m in lines)
+    assert read_payload(run / "last.pt")["format"] == "crnn-checkpoint"
+    assert read_payload(run / "best.pt")["train"]["best_epoch"] == result.best_epoch
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_data, tmp_path):
+    config = load_model_config("crnn-tiny")
+    straight = train(tiny_data, tmp_path / "a", config, TrainConfig(epochs=3, seed=5, **TINY))
+    polls = iter(range(10**6))
+    stop_after = 5  # polled before each step and after each epoch: stops before step 2 of epoch 2
+    first = train(tiny_data, tmp_path / "b", config, TrainConfig(epochs=3, seed=5, **TINY),
+                  should_stop=lambda: next(polls) >= stop_after)
+    assert first.stop_reason.startswith("interrupted")
+    resumed = train(None, None, resume=tmp_path / "b")
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert not any(h["partial"] for h in resumed.history)
+    for a, b in zip(straight.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_cer"] == pytest.approx(b["val_cer"], abs=1e-9)
+
+
+def test_resume_can_extend_the_epochs(tiny_data, tmp_path):
+    train(tiny_data, tmp_path / "c", load_model_config("crnn-tiny"), TrainConfig(epochs=1, **TINY))
+    resumed = train(None, None, resume=tmp_path / "c", overrides={"epochs": 2})
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+def test_refuses_to_overwrite_a_run(tiny_data, tmp_path):
+    train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=1, **TINY))
+    with pytest.raises(CrnnError, match="already holds a run"):
+        train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=1, **TINY))
+
+
+def test_time_budget_stops_cleanly_and_keeps_a_model(tiny_data, tmp_path):
+    result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"),
+                   TrainConfig(epochs=50, max_minutes=0.0001, **TINY))
+    assert "time budget" in result.stop_reason
+    assert result.epochs_run == 1
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_labels_too_long_for_ctc_are_skipped_and_reported(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    import shutil
+    shutil.copytree(tiny_data / "val", data / "val")
+    rows = []
+    for i, text in enumerate(["12", "345", "0123456789012345678901234567890123456789"]):
+        render_text(text[:3]).save(data / "train" / f"{i}.png")  # the long label on a short image
+        rows.append(f"{i}.png\t{text}\n")
+    (data / "train" / "labels.tsv").write_text("".join(rows))
+    result = train(data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=1, **TINY))
+    assert len(result.skipped) == 1
+    assert "CTC steps" in result.skipped[0].message and "2.png" in result.skipped[0].where
