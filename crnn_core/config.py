@@ -192,8 +192,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 32
+    epochs: int = 30
+    batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200

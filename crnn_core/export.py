@@ -98,6 +98,14 @@ class ScanBiLSTM(nn.Module):
 
 
 class ExportableCRNN(nn.Module):
+    """The CRNN's forward pass, arranged so torch.export keeps batch and width dynamic.
+
+    Three workarounds, each for a guard torch.export would otherwise bake in: the BiLSTM runs
+    through `scan` (nn.LSTM fixes the time axis); `torch._check` states that there are at
+    least two time steps (`1 % T != 0` is otherwise unprovable); and one image is appended
+    and dropped again, so the traced batch is never 1 (a contiguity guard fails at batch 1).
+    """
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.backbone = model.backbone
@@ -105,12 +113,13 @@ class ExportableCRNN(nn.Module):
         self.head = model.head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone(images)
-        b, c, h, t = fmap.shape
-        seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
+        images = torch.cat([images, images[:1]], 0)
+        features = self.backbone(images).flatten(1, 2)  # B x (C*H) x T
+        torch._check(features.shape[2] >= 2)
+        seq = features.permute(2, 0, 1).contiguous()
         if self.rnn is not None:
             seq = self.rnn(seq)
-        return self.head(seq).float().log_softmax(-1)
+        return self.head(seq).float().log_softmax(-1)[:, :-1]
 
 
 def check_images(loaded: LoadedModel, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -203,7 +212,7 @@ def export_pt2(loaded: LoadedModel, out: Path) -> ExportReport:
     wrapper = ExportableCRNN(loaded.model.eval()).eval()
     example = torch.zeros(2, loaded.preprocess.channels, loaded.preprocess.height, 128)
     dims = {"images": {0: torch.export.Dim("batch", min=1, max=4096),
-                       3: torch.export.Dim("width", min=max(loaded.preprocess.min_width, 16),
+                       3: torch.export.Dim("width", min=max(16, loaded.config.width_for_length(2)),
                                            max=loaded.preprocess.max_width)}}
     try:
         with warnings.catch_warnings():
