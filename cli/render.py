@@ -46,6 +46,7 @@ class TrainDisplay:
         self.progress = _progress()
         self.task = None
         self.load_task = None
+        self.load_split = None
         self.stop_requested = False
         self._previous_handler = None
         self.epochs = 0
@@ -72,11 +73,11 @@ class TrainDisplay:
         getattr(self, "_" + kind)(info)
 
     def _loading(self, info: dict[str, Any]) -> None:
-        description = f"loading {info['split']} images"
-        if self.load_task is None or self.progress.tasks[self.load_task].description != description:
+        if self.load_task is None or self.load_split != info["split"]:
             if self.load_task is not None:
                 self.progress.remove_task(self.load_task)
-            self.load_task = self.progress.add_task(description, total=info["total"], info="")
+            self.load_split = info["split"]
+            self.load_task = self.progress.add_task(f"loading {info['split']} images", total=info["total"], info="")
         self.progress.update(self.load_task, completed=info["done"])
 
     def _skipped(self, info: dict[str, Any]) -> None:

@@ -48,6 +48,12 @@ def preprocess_for(config: ModelConfig) -> Preprocess:
                       min_width=config.min_width)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it.
 
@@ -57,6 +63,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is as readable as any other
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -54,11 +54,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak by the last planned step."""
+def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak by the last planned step.
+
+    With a time budget, `time_progress` (the share of the budget used) moves the decay along
+    when the clock, not the step count, will end the run, so a budget-capped run still ends
+    at a low learning rate.
+    """
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -205,7 +210,13 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
     total_steps = steps_per_epoch * train_config.epochs
     warmup = min(train_config.warmup_steps, max(1, total_steps // 5))  # short runs still get a decay
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
+    budget = train_config.max_minutes * 60 if train_config.max_minutes else None
+
+    def time_progress() -> float:
+        return (time.monotonic() - started) / budget if budget else 0.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup, total_steps, time_progress()))
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
 
     history: list[dict[str, Any]] = []

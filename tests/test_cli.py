@@ -197,3 +197,23 @@ def test_user_errors_are_one_line_with_exit_codes(tmp_path):
     assert usage.returncode == 2
     debug = crnn("--debug", "info", tmp_path / "nope.pt")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_train_display_handles_every_event_kind():
+    from crnn_core.data import Problem
+    from crnn_core.cli.render import TrainDisplay
+
+    display = TrainDisplay()
+    with display:
+        for split, total in (("train", 300), ("val", 130)):
+            for done in range(64, total + 64, 64):
+                display.on_event("loading", {"split": split, "done": min(done, total), "total": total})
+        display.on_event("skipped", {"problems": [Problem(f"x{i}.png", "cannot decode image: bad") for i in range(7)]})
+        display.on_event("start", {"model": "m", "parameters": 10, "train_samples": 300, "val_samples": 130,
+                                   "alphabet": "0123", "device": "cpu", "run_dir": "r", "epochs": 2})
+        for step in range(1, 4):
+            display.on_event("step", {"epoch": 1, "step": step, "steps": 3, "loss": 1.0, "samples_per_s": 10.0})
+        display.on_event("epoch", {"epoch": 1, "train_loss": 1.0, "val_cer": 0.5, "val_accuracy": 0.25,
+                                   "samples_per_s": 10.0, "elapsed_seconds": 3.0, "improved": True})
+        display.on_event("stop", {"reason": "done", "seconds": 3.0})
+    assert display.task is None and not display.stop_requested

@@ -20,6 +20,8 @@ def test_schedule_warms_up_then_decays():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100) == pytest.approx(0.05)
+    assert lr_factor(20, 10, 100, time_progress=1.0) == pytest.approx(0.05)  # the clock ends the run
+    assert lr_factor(20, 10, 100, time_progress=0.0) > 0.9
 
 
 def test_run_folder_contents_and_metrics(tiny_data, tmp_path):
