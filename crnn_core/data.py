@@ -184,18 +184,26 @@ class Preprocess:
     channels: int = 1
     max_width: int = 800
     min_width: int = 4
+    # Widths are padded up to a multiple of this, so inference can batch images of exactly
+    # equal width: an image then reads the same alone or among others (no batch padding).
+    width_multiple: int = 8
 
     def to_dict(self) -> dict:
         return {"height": self.height, "channels": self.channels, "max_width": self.max_width,
-                "min_width": self.min_width, "normalize": "x / 127.5 - 1", "pad": "right, edge median"}
+                "min_width": self.min_width, "width_multiple": self.width_multiple,
+                "normalize": "x / 127.5 - 1", "pad": "right, to a multiple of width_multiple, with the median of the last column"}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Preprocess":
-        return cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]))
+        return cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]),
+                   int(raw.get("width_multiple", 1)))
 
     def target_width(self, width: int, height: int) -> int:
         scaled = round(width * self.height / max(height, 1))
         return min(max(scaled, self.min_width), self.max_width)
+
+    def padded_width(self, width: int) -> int:
+        return min(-(-width // self.width_multiple) * self.width_multiple, max(self.max_width, width))
 
     def from_pil(self, image: Image.Image) -> np.ndarray:
         """A PIL image to a uint8 array, H x W (gray) or H x W x 3 (RGB), at the model height."""
@@ -212,7 +220,7 @@ class Preprocess:
             image = image.convert(mode)
         width = self.target_width(*image.size)
         image = image.resize((width, self.height), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+        return pad_right(np.asarray(image, dtype=np.uint8), self.padded_width(width))
 
     def load(self, path: str | Path) -> np.ndarray:
         """Decode and preprocess one image file; raises ImageError naming the file."""
@@ -259,6 +267,16 @@ def load_all(paths: Sequence[Path], preprocess: Preprocess, threads: int = 2,
     return arrays, problems
 
 
+def pad_right(array: np.ndarray, width: int) -> np.ndarray:
+    """Widen to `width` with the image's own background (the median of its last column)."""
+    if array.shape[1] >= width:
+        return array
+    out = np.empty((array.shape[0], width) + array.shape[2:], dtype=array.dtype)
+    out[:, : array.shape[1]] = array
+    out[:, array.shape[1]:] = np.median(array[:, -1], axis=0).astype(array.dtype)
+    return out
+
+
 # -- batches ---------------------------------------------------------------------------
 def to_tensor_batch(arrays: Sequence[np.ndarray]):
     """uint8 arrays of one height, varied widths -> float tensor B x C x H x Wmax and widths.
@@ -269,16 +287,20 @@ def to_tensor_batch(arrays: Sequence[np.ndarray]):
     import torch
 
     widths = [a.shape[1] for a in arrays]
-    height = arrays[0].shape[0]
-    channels = 1 if arrays[0].ndim == 2 else arrays[0].shape[2]
-    batch = np.empty((len(arrays), height, max(widths), channels), dtype=np.uint8)
-    for i, a in enumerate(arrays):
-        a = a.reshape(height, a.shape[1], channels)
-        batch[i, :, : a.shape[1]] = a
-        if a.shape[1] < batch.shape[2]:
-            batch[i, :, a.shape[1]:] = np.median(a[:, -1], axis=0).astype(np.uint8)
+    widest = max(widths)
+    batch = np.stack([pad_right(a, widest) for a in arrays])
+    if batch.ndim == 3:
+        batch = batch[..., None]
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return tensor.contiguous(), widths
+
+
+def equal_width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by identical width (no padding at all), at most `batch_size` a batch."""
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(widths):
+        groups.setdefault(w, []).append(i)
+    return [g[i: i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
 
 
 def width_batches(widths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None) -> list[list[int]]:

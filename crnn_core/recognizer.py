@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Preprocess, chunked, timed_chunks, to_tensor_batch, width_batches
+from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_tensor_batch
 from .decode import decode_batch
 from .errors import ImageError
 from .modelfile import LoadedModel, load_model
@@ -36,15 +36,15 @@ def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode,
                      beam: int = 1, device: torch.device | None = None) -> list[tuple[str, float]]:
     """Texts and confidences for preprocessed uint8 arrays, in input order.
 
-    Images are grouped by width so each batch pads little; each sample is decoded over its
-    own frames only, so padding never produces characters.
+    Images are batched only with others of exactly the same (preprocessed) width, so there is
+    no batch padding and an image reads the same alone or in any company.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     results: list[tuple[str, float]] = [("", 0.0)] * len(arrays)
     widths = [a.shape[1] for a in arrays]
-    for batch in width_batches(widths, batch_size):
+    for batch in equal_width_batches(widths, batch_size):
         images, batch_widths = to_tensor_batch([arrays[i] for i in batch])
         log_probs = model(images.to(device)).cpu().numpy()
         lengths = [model.config.time_steps(w) for w in batch_widths]

@@ -135,3 +135,18 @@ def test_tensor_batch_pads_with_the_background():
     batch, widths = to_tensor_batch([a, b])
     assert batch.shape == (2, 1, 32, 20) and widths == [10, 20]
     assert float(batch[0, 0, 0, 15]) == pytest.approx(200 / 127.5 - 1)
+
+
+def test_widths_are_padded_to_a_multiple_with_background():
+    pre = Preprocess(height=32, width_multiple=8)
+    array = pre.from_pil(Image.new("L", (100, 32), 222))
+    assert array.shape == (32, 104) and (array[:, 100:] == 222).all()
+
+
+def test_equal_width_batches_never_mix_widths():
+    from crnn_core.data import equal_width_batches
+
+    widths = [16, 24, 16, 16, 24, 32]
+    batches = equal_width_batches(widths, 2)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len({widths[i] for i in b}) == 1 and len(b) <= 2 for b in batches)
