@@ -13,6 +13,7 @@ import torch
 from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_tensor_batch
 from .decode import decode_batch
 from .errors import ImageError
+from .memory import release_free_memory
 from .modelfile import LoadedModel, load_model
 from .model import CRNN
 
@@ -84,7 +85,7 @@ class Recognizer:
         except ImageError as exc:
             return str(exc)
 
-    def predict_paths(self, paths: Iterable[str | Path], chunk_size: int = 256,
+    def predict_paths(self, paths: Iterable[str | Path], chunk_size: int = 1024,
                       max_wait: float | None = None) -> Iterator[Prediction]:
         """Stream predictions in input order with bounded memory.
 
@@ -109,6 +110,7 @@ class Recognizer:
                 yield from self._finish(*pending)
 
     def _finish(self, chunk: list[str], loaded) -> Iterator[Prediction]:
+        release_free_memory()  # a stream of varied widths would otherwise fragment the heap
         loaded = list(loaded)
         good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
         outputs = dict(zip(good, self.predict_arrays([loaded[i] for i in good]))) if good else {}

@@ -22,6 +22,7 @@ from .augment import augment
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .data import Dataset, Problem, load_all, split_dataset, to_tensor_batch, width_batches
 from .errors import CrnnError, DatasetError
+from .memory import release_free_memory
 from .metrics import score
 from .model import CRNN, count_parameters
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, atomic_write_bytes, load_model, preprocess_for,
@@ -333,6 +334,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             save_model(run_dir / "best.pt", model, alphabet, preprocess, train_info)
         checkpoint(epoch - 1 if stop_now else epoch, train_info, partial if stop_now else None)
         emit("epoch", dict(record, best_epoch=best["epoch"], improved=improved))
+        release_free_memory()
         if stop_now:
             stop_reason = stop_now
             break
