@@ -346,11 +346,14 @@ def timed_chunks(items: Iterable, size: int, max_wait: float = 0.2) -> Iterator[
 
     done = object()
     q: queue.Queue = queue.Queue(maxsize=size * 4)
+    failure: list[BaseException] = []
 
     def reader() -> None:
         try:
             for item in items:
                 q.put(item)
+        except BaseException as exc:  # handed to the consumer, not lost in the thread
+            failure.append(exc)
         finally:
             q.put(done)
 
@@ -371,3 +374,5 @@ def timed_chunks(items: Iterable, size: int, max_wait: float = 0.2) -> Iterator[
             chunk = []
     if chunk:
         yield chunk
+    if failure:
+        raise failure[0]

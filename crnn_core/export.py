@@ -8,6 +8,7 @@ with `scan`, which keeps the width dynamic.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -100,15 +101,17 @@ class ScanBiLSTM(nn.Module):
 class ExportableCRNN(nn.Module):
     """The CRNN's forward pass, arranged so torch.export keeps batch and width dynamic.
 
-    Three workarounds, each for a guard torch.export would otherwise bake in: the BiLSTM runs
+    Four workarounds, each for a guard torch.export would otherwise bake in: the BiLSTM runs
     through `scan` (nn.LSTM fixes the time axis); `torch._check` states that there are at
     least two time steps (`1 % T != 0` is otherwise unprovable); and one image is appended
-    and dropped again, so the traced batch is never 1 (a contiguity guard fails at batch 1).
+    and dropped again, so the traced batch is never 1 (a contiguity guard fails at batch 1);
+    the backbone is traced in plain NCHW layout (channels-last strides pin the width).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.backbone = model.backbone
+        # Plain NCHW weights: channels-last adds stride guards that pin the width.
+        self.backbone = copy.deepcopy(model.backbone).to(memory_format=torch.contiguous_format)
         self.rnn = ScanBiLSTM(model.rnn) if model.rnn is not None else None
         self.head = model.head
 

@@ -34,7 +34,9 @@ class CRNN(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
-        self.backbone = build_backbone(config)
+        # oneDNN's convolutions run ~1.4x faster in NHWC (channels-last) on this CPU, forward
+        # and backward (149 -> 214 samples/s for crnn-small at batch 16); the math is unchanged.
+        self.backbone = build_backbone(config).to(memory_format=torch.channels_last)
         features = config.feature_channels() * config.feature_height()
         if config.rnn_layers > 0:
             self.rnn: nn.LSTM | None = nn.LSTM(
@@ -46,7 +48,7 @@ class CRNN(nn.Module):
         self.head = nn.Linear(features, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone(images)  # B x C x H' x T
+        fmap = self.backbone(images.contiguous(memory_format=torch.channels_last))  # B x C x H' x T
         b, c, h, t = fmap.shape
         seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
         if self.rnn is not None:

@@ -150,3 +150,24 @@ def test_equal_width_batches_never_mix_widths():
     batches = equal_width_batches(widths, 2)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert all(len({widths[i] for i in b}) == 1 and len(b) <= 2 for b in batches)
+
+
+def test_timed_chunks_flush_on_silence_and_pass_on_errors():
+    import time
+
+    from crnn_core.data import timed_chunks
+
+    def slow():
+        yield 1
+        yield 2
+        time.sleep(0.3)
+        yield 3
+
+    assert list(timed_chunks(slow(), size=10, max_wait=0.1)) == [[1, 2], [3]]
+
+    def broken():
+        yield 1
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    with pytest.raises(UnicodeDecodeError):
+        list(timed_chunks(broken(), size=10, max_wait=0.1))
