@@ -218,12 +218,14 @@ def model_info(summary: dict[str, Any], config) -> None:
 
 def data_check(result, show: int) -> None:
     table = Table(title=f"dataset check (rules of {result.model})", title_justify="left")
-    for column in ("split", "samples", "readable", "label length", "width px", "problems", "source"):
+    for column in ("split", "samples", "readable", "label chars", "width px", "problems"):
         table.add_column(column)
     for s in result.splits:
         table.add_row(s.name, str(s.samples), str(s.readable), f"{s.label_lengths[0]}..{s.label_lengths[1]}",
-                      f"{s.widths[0]}..{s.widths[1]}", str(len(s.problems)), s.source)
+                      f"{s.widths[0]}..{s.widths[1]}", str(len(s.problems)))
     out.print(table)
+    for s in result.splits:
+        out.print(f"{s.name}: {s.source}", markup=False)
     out.print(f"alphabet ({len(result.alphabet)}): {result.alphabet.chars!r}", markup=False)
     unseen = result.unseen_in_train()
     if unseen:
