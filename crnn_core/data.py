@@ -278,16 +278,18 @@ def pad_right(array: np.ndarray, width: int) -> np.ndarray:
 
 
 # -- batches ---------------------------------------------------------------------------
-def to_tensor_batch(arrays: Sequence[np.ndarray]):
-    """uint8 arrays of one height, varied widths -> float tensor B x C x H x Wmax and widths.
+def to_tensor_batch(arrays: Sequence[np.ndarray], width_multiple: int = 1):
+    """uint8 arrays of one height, varied widths -> float tensor B x C x H x W and widths.
 
     Narrower images are padded on the right with their own background (the median of their
-    last column), so padding looks like more empty paper rather than a black bar.
+    last column), so padding looks like more empty paper rather than a black bar. W is the
+    widest image rounded up to `width_multiple`: in training, few distinct batch shapes let
+    oneDNN reuse its cached kernels instead of building (and keeping) new ones per width.
     """
     import torch
 
     widths = [a.shape[1] for a in arrays]
-    widest = max(widths)
+    widest = -(-max(widths) // width_multiple) * width_multiple
     batch = np.stack([pad_right(a, widest) for a in arrays])
     if batch.ndim == 3:
         batch = batch[..., None]
