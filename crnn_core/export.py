@@ -13,7 +13,6 @@ import io
 import json
 import os
 import random
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch import nn
 
 from .decode import greedy
 from .errors import ExportError
-from .modelfile import LoadedModel, atomic_write_bytes
+from .modelfile import LoadedModel, atomic_write_bytes, temp_file_beside
 
 FORMATS = ("onnx", "pt2")
 # (batch, width) pairs the exported file is run at; two batch sizes and three widths.
@@ -169,7 +168,7 @@ def _parity(loaded: LoadedModel, run, fmt: str, path: Path) -> ExportReport:
 
 
 def _temp_path(out: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = temp_file_beside(out)
     os.close(fd)
     return Path(tmp)
 

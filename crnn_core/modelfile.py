@@ -54,16 +54,22 @@ def _umask() -> int:
     return mask
 
 
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """An open temporary file in `path`'s folder (so a rename is atomic), with normal permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; our files are as readable as any other
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it.
 
     A crash at any moment leaves either the old file or the new one, never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is as readable as any other
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
