@@ -40,7 +40,6 @@ class LoadedModel:
     preprocess: Preprocess
     train: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # checkpoint-only state
 
 
 def preprocess_for(config: ModelConfig) -> Preprocess:
@@ -191,5 +190,4 @@ def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
     except Exception as exc:  # a well-formed file whose contents do not fit together
         raise ModelFileError(f"{path}: damaged model file: {str(exc).splitlines()[0]}") from None
     model.eval()
-    return LoadedModel(model, config, alphabet, preprocess, payload.get("train") or {}, path,
-                       payload.get("state") or {})
+    return LoadedModel(model, config, alphabet, preprocess, payload.get("train") or {}, path)
