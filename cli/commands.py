@@ -5,6 +5,7 @@ crnn_core (and so torch) is imported inside each command, never at module level.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import Enum
@@ -32,6 +33,11 @@ class LabelMode(str, Enum):
     filename = "filename"
 
 
+class Head(str, Enum):
+    ctc = "ctc"
+    softmax = "softmax"
+
+
 class Augment(str, Enum):
     none = "none"
     light = "light"
@@ -51,6 +57,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="(default: 16)"),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate (default: 0.002)."),
     height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px, overriding the architecture's."),
+    head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
@@ -85,6 +93,15 @@ def train(
     if height is not None:
         model_config = ModelConfig.from_dict(dict(model_config.to_dict(), input=dict(
             model_config.to_dict()["input"], height=height)), source="--height")
+    if (head is not None or max_length is not None) and (init is not None or resume is not None):
+        raise typer.BadParameter("the head is fixed by the model given with --init or --resume", param_hint="--head")
+    if head is not None and head.value != model_config.head:
+        model_config = dataclasses.replace(model_config, head=head.value, head_length=None)
+    if max_length is not None:
+        if model_config.head != "softmax":
+            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
+                                     param_hint="--max-length")
+        model_config = dataclasses.replace(model_config, head_length=max_length)
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
@@ -232,15 +249,26 @@ def info(
 def data_check(
     data: Path = typer.Argument(..., help="Dataset folder or list file."),
     model: str = typer.Option("crnn-small", "--model", "-m", help="Architecture whose height and width rules to check against."),
+    head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
 ) -> None:
-    """Counts, alphabet, sizes, unreadable files and labels too long for CTC. Exit code 1 if anything is wrong."""
+    """Counts, alphabet, sizes, unreadable files and labels too long for the head (CTC at their width, or
+    softmax's L). Exit code 1 if anything is wrong."""
     from crnn_core.config import load_model_config
     from crnn_core.datacheck import check_dataset
 
-    result = check_dataset(data, load_model_config(model), labels.value)
+    config = load_model_config(model)
+    if head is not None and head.value != config.head:
+        config = dataclasses.replace(config, head=head.value, head_length=None)
+    if max_length is not None:
+        if config.head != "softmax":
+            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
+                                     param_hint="--max-length")
+        config = dataclasses.replace(config, head_length=max_length)
+    result = check_dataset(data, config, labels.value)
     if as_json:
         typer.echo(json.dumps({
             "model": result.model,

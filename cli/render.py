@@ -190,8 +190,10 @@ def model_info(summary: dict[str, Any], config) -> None:
     table = Table(title=f"{summary['name']} — {summary['path']}", show_header=False, title_justify="left")
     size = summary["bytes"]
     table.add_row("file size", f"{size / 1e6:.2f} MB" if size else "-")
-    table.add_row("head", summary["head"])
-    table.add_row("alphabet", f"{summary['alphabet']!r} ({len(summary['alphabet'])} characters + blank)")
+    softmax = config.head == "softmax"
+    table.add_row("head", f"softmax, {config.head_length} positions ({config.head_reduce})" if softmax else "ctc")
+    table.add_row("alphabet", f"{summary['alphabet']!r} ({len(summary['alphabet'])} characters + "
+                              f"{'end symbol' if softmax else 'blank'})")
     params = summary["parameters"]
     table.add_row("parameters", f"{params['total']:,} (backbone {params['backbone']:,}, "
                                 f"rnn {params['rnn']:,}, head {params['head']:,})")
@@ -206,7 +208,8 @@ def model_info(summary: dict[str, Any], config) -> None:
             layers.append(f"pool{layer.kernel[0]}x{layer.kernel[1]}")
     table.add_row("backbone", " ".join(layers))
     table.add_row("sequence", f"T = {config.time_steps(100)} steps for a 100 px wide image")
-    table.add_row("rnn", f"BiLSTM {config.rnn_layers} x {config.rnn_hidden}" if config.rnn_layers else "none")
+    kind = "BiLSTM" if config.rnn_bidirectional else "LSTM"
+    table.add_row("rnn", f"{kind} {config.rnn_layers} x {config.rnn_hidden}" if config.rnn_layers else "none")
     train = summary["train"]
     if train:
         table.add_row("trained on", f"{train.get('data')} ({train.get('train_samples')} samples, "

@@ -12,7 +12,9 @@ import yaml
 
 from .errors import ConfigError
 
-HEADS = ("ctc",)
+HEADS = ("ctc", "softmax")
+# How the softmax head turns the column sequence into its L positions.
+REDUCTIONS = ("mean", "last")
 DEFAULT_MODEL = "crnn-small"
 
 
@@ -97,11 +99,20 @@ class ModelConfig:
     rnn_hidden: int = 128
     rnn_layers: int = 2
     rnn_dropout: float = 0.0
+    rnn_bidirectional: bool = True
     head: str = "ctc"
+    head_length: int | None = None  # softmax head: positions L (None = the longest training label)
+    head_reduce: str = "mean"  # softmax head: "mean" (L averaged bins of columns) or "last" (the final RNN state)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ConfigError(f"model {self.name}: head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.head_reduce not in REDUCTIONS:
+            raise ConfigError(f"model {self.name}: head reduce {self.head_reduce!r} is not one of {', '.join(REDUCTIONS)}")
+        if self.head_length is not None and self.head_length < 1:
+            raise ConfigError(f"model {self.name}: head length must be at least 1, not {self.head_length}")
+        if self.head == "softmax" and self.head_reduce == "last" and self.rnn_layers == 0:
+            raise ConfigError(f"model {self.name}: head reduce 'last' needs an rnn (layers >= 1)")
         if self.channels not in (1, 3):
             raise ConfigError(f"model {self.name}: channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
         if not self.backbone:
@@ -139,6 +150,13 @@ class ModelConfig:
             width += 1
         return width
 
+    def output_length(self, width: int) -> int:
+        """Frames the model outputs for an image `width` px wide: T for CTC, L for softmax."""
+        if self.head == "softmax":
+            assert self.head_length is not None, "softmax head length not resolved"
+            return self.head_length
+        return self.time_steps(width)
+
     def width_for_length(self, length: int) -> int:
         """The narrowest input whose sequence can carry a CTC label of `length` symbols."""
         width = self.min_width
@@ -154,9 +172,23 @@ class ModelConfig:
             "input": {"height": self.height, "channels": self.channels, "max_width": self.max_width},
             "batch_norm": self.batch_norm,
             "backbone": [layer.to_dict(self.batch_norm) for layer in self.backbone],
-            "rnn": {"hidden": self.rnn_hidden, "layers": self.rnn_layers, "dropout": self.rnn_dropout},
-            "head": self.head,
+            "rnn": self._rnn_dict(),
+            "head": self._head_dict(),
         }
+
+    def _rnn_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"hidden": self.rnn_hidden, "layers": self.rnn_layers, "dropout": self.rnn_dropout}
+        if not self.rnn_bidirectional:
+            d["bidirectional"] = False
+        return d
+
+    def _head_dict(self) -> str | dict[str, Any]:
+        if self.head == "ctc":
+            return "ctc"
+        d: dict[str, Any] = {"type": self.head, "reduce": self.head_reduce}
+        if self.head_length is not None:
+            d["length"] = self.head_length
+        return d
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "config") -> "ModelConfig":
@@ -172,6 +204,13 @@ class ModelConfig:
         layers = raw.get("backbone")
         if not isinstance(layers, list):
             raise ConfigError(f"{source}: 'backbone' must be a list of layers")
+        head = raw.get("head", "ctc")
+        if isinstance(head, str):
+            head = {"type": head}
+        if not isinstance(head, dict) or set(head) - {"type", "length", "reduce"}:
+            raise ConfigError(f"{source}: 'head' must be ctc, softmax, or a mapping with type, length, reduce")
+        if set(rnn) - {"hidden", "layers", "dropout", "bidirectional"}:
+            raise ConfigError(f"{source}: unknown rnn keys {sorted(set(rnn) - {'hidden', 'layers', 'dropout', 'bidirectional'})}")
         try:
             return cls(
                 name=str(raw.get("name", Path(source).stem)),
@@ -184,7 +223,10 @@ class ModelConfig:
                 rnn_hidden=int(rnn.get("hidden", 128)),
                 rnn_layers=int(rnn.get("layers", 2)),
                 rnn_dropout=float(rnn.get("dropout", 0.0)),
-                head=str(raw.get("head", "ctc")),
+                rnn_bidirectional=bool(rnn.get("bidirectional", True)),
+                head=str(head.get("type", "ctc")),
+                head_length=None if head.get("length") is None else int(head["length"]),
+                head_reduce=str(head.get("reduce", "mean")),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{source}: {exc}") from None

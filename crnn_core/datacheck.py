@@ -55,6 +55,14 @@ def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int) -
         if array is None:
             continue
         widths.append(array.shape[1])
+        if config.head == "softmax":
+            if config.head_length is not None and len(sample.text) > config.head_length:
+                problems.append(Problem(sample.origin or str(sample.path),
+                                        f"label {sample.text!r} has {len(sample.text)} characters, more than the "
+                                        f"softmax head's {config.head_length} positions"))
+            if array.shape[1] >= config.max_width:
+                problems.append(Problem(str(sample.path), f"squeezed to the maximum width {config.max_width} px"))
+            continue
         steps = config.time_steps(array.shape[1])
         needed = ctc_needed_steps(alphabet.encode(sample.text))
         if needed > steps:

@@ -1,4 +1,7 @@
-"""CTC decoding of log-probabilities (T x C per sample, class 0 = blank) into ids and a confidence.
+"""Decoding log-probabilities into ids and a confidence.
+
+CTC (T x C per sample, class 0 = blank): greedy best path or prefix beam search. Softmax head
+(L x C per sample, class 0 = end of text): the most probable text, exactly.
 
 Confidence: for greedy decoding, the probability of the best path (the product over frames
 of the top class's probability); for beam search, the total probability of the chosen text
@@ -98,8 +101,33 @@ def beam_search(log_probs: np.ndarray, beam: int = 8, prune: float = -12.0) -> D
     return Decoded(prefix, float(math.exp(_logaddexp(p_blank, p_char))))
 
 
-def decode_batch(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 1) -> list[Decoded]:
-    """Greedy when beam <= 1, prefix beam search otherwise."""
+END = 0
+
+
+def positions(log_probs: np.ndarray) -> Decoded:
+    """The most probable text from one sample's L x C softmax-head log-probs (class 0 = end).
+
+    A text of n < L characters has probability prod_{i<n} p_i(c_i) * p_n(end): what follows
+    the first end does not matter. So the best text of each length n takes the best non-end
+    class at positions before n, and the answer is the best over n = 0..L (n = L needs no end).
+    Reading argmax up to the first end is not always this: a likely end at position 0 can
+    beat a long run of barely-winning characters.
+    """
+    length = log_probs.shape[0]
+    chars = log_probs[:, 1:]
+    best = chars.argmax(-1) + 1
+    best_lp = np.take_along_axis(log_probs, best[:, None], -1)[:, 0]
+    prefix = np.concatenate([[0.0], np.cumsum(best_lp, dtype=np.float64)])  # prefix[n]: best n characters
+    scores = prefix[:length] + log_probs[:, END]
+    scores = np.append(scores, prefix[length])
+    n = int(scores.argmax())
+    return Decoded(tuple(int(k) for k in best[:n]), float(np.exp(scores[n])))
+
+
+def decode_batch(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 1, head: str = "ctc") -> list[Decoded]:
+    """CTC: greedy when beam <= 1, prefix beam search otherwise. Softmax head: always exact."""
+    if head == "softmax":
+        return [positions(log_probs[:, b]) for b in range(log_probs.shape[1])]
     if beam <= 1:
         return greedy(log_probs, lengths)
     return [beam_search(log_probs[:length, b], beam) for b, length in enumerate(lengths)]

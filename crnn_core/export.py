@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .decode import greedy
+from .decode import decode_batch
 from .errors import ExportError
 from .modelfile import LoadedModel, atomic_write_bytes, temp_file_beside
 
@@ -48,21 +48,31 @@ class ExportReport:
 
 def metadata(loaded: LoadedModel) -> dict[str, str]:
     """What a consumer needs to use the exported file on its own."""
-    return {
+    common = {
         "crnn.format": "crnn-export",
         "crnn.version": "1",
+        "crnn.head": loaded.config.head,
         "crnn.alphabet": loaded.alphabet.chars,
-        "crnn.blank": "0",
-        "crnn.output": "log_probs: float32 [time, batch, classes], class 0 = CTC blank, class i = alphabet[i-1]",
         "crnn.input": "images: float32 [batch, channels, height, width], pixel / 127.5 - 1",
         "crnn.preprocess": json.dumps(loaded.preprocess.to_dict()),
         "crnn.config": json.dumps(loaded.config.to_dict()),
-        "crnn.time_steps": "width -> sequence length per crnn.config backbone; decode only the first T(width) frames",
     }
+    if loaded.config.head == "softmax":
+        return dict(common, **{
+            "crnn.end": "0",
+            "crnn.output": (f"log_probs: float32 [{loaded.config.head_length} positions, batch, classes], "
+                            "class 0 = end of text, class i = alphabet[i-1]; the text is the characters "
+                            "before the first end"),
+        })
+    return dict(common, **{
+        "crnn.blank": "0",
+        "crnn.output": "log_probs: float32 [time, batch, classes], class 0 = CTC blank, class i = alphabet[i-1]",
+        "crnn.time_steps": "width -> sequence length per crnn.config backbone; decode only the first T(width) frames",
+    })
 
 
 class ScanBiLSTM(nn.Module):
-    """The weights of a bidirectional nn.LSTM, run step by step with `scan` (export-friendly)."""
+    """The weights of an nn.LSTM (bidirectional or not), run step by step with `scan` (export-friendly)."""
 
     def __init__(self, lstm: nn.LSTM):
         super().__init__()
@@ -93,7 +103,10 @@ class ScanBiLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in range(self.lstm.num_layers):
-            x = torch.cat([self._direction(x, layer, False), self._direction(x, layer, True)], -1)
+            if self.lstm.bidirectional:
+                x = torch.cat([self._direction(x, layer, False), self._direction(x, layer, True)], -1)
+            else:
+                x = self._direction(x, layer, False)
         return x
 
 
@@ -160,8 +173,9 @@ def _parity(loaded: LoadedModel, run, fmt: str, path: Path) -> ExportReport:
             raise ExportError(f"{path}: exported model gave shape {got.shape} at batch {batch_size}, width {width}; "
                               f"the eager model gives {expected.shape}")
         max_diff = max(max_diff, float(np.abs(got - expected).max()))
-        steps = [loaded.config.time_steps(width)] * batch_size
-        for a, b in zip(greedy(expected, steps), greedy(got, steps)):
+        steps = [loaded.config.output_length(width)] * batch_size
+        head = loaded.config.head
+        for a, b in zip(decode_batch(expected, steps, head=head), decode_batch(got, steps, head=head)):
             checked += 1
             equal += a.ids == b.ids
     return ExportReport(path, fmt, path.stat().st_size, max_diff, checked, equal, list(CHECK_SHAPES))

@@ -1,4 +1,4 @@
-"""The CRNN: conv backbone -> columns as a sequence -> BiLSTM -> CTC head."""
+"""The CRNN: conv backbone -> columns as a sequence -> (Bi)LSTM -> CTC or fixed-length softmax head."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .errors import ConfigError
 
 
 def build_backbone(config: ModelConfig) -> nn.Sequential:
@@ -23,8 +24,57 @@ def build_backbone(config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def bin_means(seq: torch.Tensor, length: int) -> torch.Tensor:
+    """T x B x F -> length x B x F: position i averages columns [floor(iT/L), ceil((i+1)T/L)).
+
+    Written with arange and a mask rather than adaptive pooling so that ONNX and torch.export
+    keep T dynamic; when T < L, neighbouring positions share columns.
+    """
+    steps = seq.shape[0]
+    t = torch.arange(steps, device=seq.device)
+    i = torch.arange(length, device=seq.device)
+    start = torch.div(i * steps, length, rounding_mode="floor")
+    end = torch.div((i + 1) * steps + length - 1, length, rounding_mode="floor")
+    mask = ((t[None, :] >= start[:, None]) & (t[None, :] < end[:, None])).to(seq.dtype)
+    weights = mask / mask.sum(1, keepdim=True)
+    return torch.einsum("lt,tbf->lbf", weights, seq)
+
+
+class SoftmaxHead(nn.Module):
+    """A fixed number L of positions, each classified over the alphabet plus an end symbol (0).
+
+    `mean`: position i reads the i-th of L equal bins of columns (with a BiLSTM below, each
+    column already sees the whole line). `last`: the final RNN state summarises the image (as
+    Keras' LSTM without return_sequences); for L > 1 a linear layer spreads it over L
+    positions. Either way one shared classifier holds a row per class.
+    """
+
+    def __init__(self, features: int, num_classes: int, length: int, reduce: str, bidirectional: bool):
+        super().__init__()
+        self.length = length
+        self.reduce = reduce
+        self.bidirectional = bidirectional
+        self.expand = nn.Linear(features, length * features) if reduce == "last" and length > 1 else None
+        self.classify = nn.Linear(features, num_classes)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        if self.reduce == "mean":
+            return self.classify(bin_means(seq, self.length))
+        if self.bidirectional:  # the forward direction ends at the last column, the backward at the first
+            half = seq.shape[2] // 2
+            summary = torch.cat([seq[-1, :, :half], seq[0, :, half:]], -1)
+        else:
+            summary = seq[-1]
+        if self.expand is None:
+            return self.classify(summary).unsqueeze(0)
+        positions = self.expand(summary).view(summary.shape[0], self.length, -1).transpose(0, 1)
+        return self.classify(positions)
+
+
 class CRNN(nn.Module):
     """Input B x C x H x W in [-1, 1]; output T x B x (K+1) log-probabilities, class 0 = blank.
+
+    With the softmax head the output is L x B x (K+1) instead, class 0 = end of text.
 
     The feature map's columns are the time steps; when the backbone leaves a height above 1,
     the rows are stacked into each column's feature vector rather than pooled away.
@@ -40,12 +90,24 @@ class CRNN(nn.Module):
         features = config.feature_channels() * config.feature_height()
         if config.rnn_layers > 0:
             self.rnn: nn.LSTM | None = nn.LSTM(
-                features, config.rnn_hidden, num_layers=config.rnn_layers, bidirectional=True,
+                features, config.rnn_hidden, num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional,
                 dropout=config.rnn_dropout if config.rnn_layers > 1 else 0.0)
-            features = 2 * config.rnn_hidden
+            features = (2 if config.rnn_bidirectional else 1) * config.rnn_hidden
         else:
             self.rnn = None
-        self.head = nn.Linear(features, num_classes)
+        self.head: nn.Module
+        if config.head == "softmax":
+            if config.head_length is None:
+                raise ConfigError(f"model {config.name}: the softmax head's length is not set")
+            self.head = SoftmaxHead(features, num_classes, config.head_length, config.head_reduce,
+                                    config.rnn_bidirectional and self.rnn is not None)
+        else:
+            self.head = nn.Linear(features, num_classes)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The layer with one output row per class (0 = blank or end, i = alphabet[i-1])."""
+        return self.head.classify if isinstance(self.head, SoftmaxHead) else self.head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         fmap = self.backbone(images.contiguous(memory_format=torch.channels_last))  # B x C x H' x T

@@ -48,8 +48,8 @@ def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode,
     for batch in equal_width_batches(widths, batch_size):
         images, batch_widths = to_tensor_batch([arrays[i] for i in batch])
         log_probs = model(images.to(device)).cpu().numpy()
-        lengths = [model.config.time_steps(w) for w in batch_widths]
-        for i, decoded in zip(batch, decode_batch(log_probs, lengths, beam)):
+        lengths = [model.config.output_length(w) for w in batch_widths]
+        for i, decoded in zip(batch, decode_batch(log_probs, lengths, beam, model.config.head)):
             results[i] = (alphabet_decode(decoded.ids), decoded.confidence)
     model.train(was_training)
     return results

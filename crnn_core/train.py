@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -95,11 +96,41 @@ def _prepare(dataset: Dataset, preprocess, threads: int, emit: Callback, split: 
     return prepared, problems
 
 
+def too_long_for_head(texts: list[str], paths: list[Path], config: ModelConfig) -> list[Problem]:
+    """Labels longer than the softmax head's L positions (none for CTC)."""
+    if config.head != "softmax" or config.head_length is None:
+        return []
+    return [Problem(str(path), f"label of {len(text)} chars is longer than the softmax head's "
+                               f"{config.head_length} positions")
+            for text, path in zip(texts, paths) if len(text) > config.head_length]
+
+
+def _check_head_length(train: _Prepared, val: _Prepared, data: Any, config: ModelConfig) -> None:
+    too_long = too_long_for_head(train.texts + val.texts, train.paths + val.paths, config)
+    if too_long:
+        raise DatasetError(
+            f"{data}: {len(too_long)} labels are longer than the softmax head's {config.head_length} positions "
+            f"(first: {too_long[0]}); raise the head length (--max-length) or leave it unset to use the "
+            "longest label")
+
+
+def softmax_targets(targets: list[list[int]], length: int) -> torch.Tensor:
+    """B x L class indices: the label's ids, then the end symbol (0) in every remaining position."""
+    out = torch.zeros(len(targets), length, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        out[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
 def _drop_unusable(train: _Prepared, alphabet: Alphabet, config: ModelConfig) -> list[Problem]:
     """Encode targets; drop samples CTC cannot learn from (too long for their width)."""
     keep, problems, targets = [], [], []
     for i, text in enumerate(train.texts):
         ids = alphabet.encode(text)
+        if config.head == "softmax":  # every width works; labels longer than L were refused earlier
+            keep.append(i)
+            targets.append(ids)
+            continue
         steps = config.time_steps(train.widths[i])
         needed = ctc_needed_steps(ids)
         if needed > steps:
@@ -196,6 +227,11 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             raise DatasetError(
                 f"{data}: characters not in the model's alphabet: {''.join(unknown)!r} "
                 "(extending an alphabet when fine-tuning is not supported yet)")
+    if model_config.head == "softmax" and model_config.head_length is None:
+        # L from the data: the longest label in either split, so validation can be read in full.
+        longest = max(len(t) for t in train_data.texts + val_data.texts) if len(train_data) + len(val_data) else 1
+        model_config = dataclasses.replace(model_config, head_length=max(1, longest))
+    _check_head_length(train_data, val_data, data, model_config)
     ctc_bad = _drop_unusable(train_data, alphabet, model_config)
     skipped = train_set.problems + val_set.problems + train_bad + val_bad + ctc_bad
     if skipped:
@@ -287,11 +323,15 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
                 augment(train_data.arrays[i], np_rng, train_config.augment, model_config.max_width) for i in batch],
                 width_multiple=TRAIN_WIDTH_MULTIPLE)
             targets = [train_data.targets[i] for i in batch]
-            flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
-            target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
-            input_lengths = torch.tensor([model_config.time_steps(w) for w in widths], dtype=torch.long)
             log_probs = model(images.to(device, non_blocking=True))
-            loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)
+            if model_config.head == "softmax":
+                loss = nn.functional.nll_loss(log_probs.permute(1, 2, 0),
+                                              softmax_targets(targets, log_probs.shape[0]).to(device))
+            else:
+                input_lengths = torch.tensor([model_config.time_steps(w) for w in widths], dtype=torch.long)
+                flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
+                target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
+                loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 loss.backward()

@@ -1,6 +1,7 @@
 """Make the bundled sample datasets.
 
-    python sample_data/generate.py            # writes sample_data/codes and sample_data/sidecar
+    python sample_data/generate.py            # writes sample_data/codes, sidecar and chars
+    python sample_data/generate.py --sets chars
 
 `codes/` looks like the jobs users bring: licence plates, meter readings and serial
 codes, 3 to 10 characters from 0-9, A-Z, '-', '.' and space, rendered in several fonts
@@ -8,6 +9,11 @@ and sizes (DejaVu Sans/Mono/Serif when installed, Pillow's built-in Aileron, a d
 seven-segment display), then rotated, sheared, blurred, noised and saved as JPEG (70%) or
 PNG at heights 22 to 40 px. Layout: `codes/train/labels.tsv` and `codes/val/labels.tsv`
 (path<TAB>label). `sidecar/` is a tiny folder in the `name.gt.txt` format.
+
+`chars/` is a single-character set in the spirit of MNIST, for the seed article's network
+(models/seed-fusion.yaml): 28 x 28 grayscale PNGs of one digit each, in the same fonts and
+the seven-segment style, jittered in size, position and angle, sometimes blurred or noised.
+Each set has its own random stream, so adding one does not change the others.
 
 The output depends only on the seed, the Pillow version and the fonts found; the
 committed data was made with Pillow 13.0 and Debian's fonts-dejavu-core.
@@ -177,17 +183,69 @@ def write_sidecar(folder: Path, count: int, rng: random.Random) -> None:
         (folder / f"crop{i:03d}.gt.txt").write_text(text + "\n", encoding="utf-8")
 
 
+def render_char(char: str, rng: random.Random, size: int = 28) -> Image.Image:
+    """One character centred (with jitter) on a size x size grayscale tile."""
+    dark_on_light = rng.random() < 0.7
+    ink, paper = (rng.randint(0, 80), rng.randint(160, 255)) if dark_on_light else (rng.randint(170, 255), rng.randint(0, 90))
+    if rng.random() < 0.2:
+        glyph = draw_seven_segment(char, rng.randint(30, 40), ink, paper, rng)
+    else:
+        font = rng.choice(_fonts(rng.randint(26, 40)))
+        left, top, right, bottom = font.getbbox(char)
+        pad = rng.randint(1, 4)
+        glyph = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), paper)
+        ImageDraw.Draw(glyph).text((pad - left, pad - top), char, font=font, fill=ink)
+    glyph = glyph.rotate(rng.uniform(-12, 12), resample=Image.Resampling.BILINEAR, expand=True,
+                         fillcolor=glyph.getpixel((0, 0)))
+    scale = rng.uniform(0.65, 0.95) * size / max(glyph.size)
+    glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))),
+                         Image.Resampling.BILINEAR)
+    tile = Image.new("L", (size, size), paper)
+    x = (size - glyph.width) // 2 + rng.randint(-2, 2)
+    y = (size - glyph.height) // 2 + rng.randint(-2, 2)
+    tile.paste(glyph, (max(0, x), max(0, y)))
+    if rng.random() < 0.5:
+        tile = tile.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    sigma = rng.choice([0, 0, 4, 8])
+    if sigma:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, sigma, (size, size))
+        tile = Image.fromarray(np.clip(np.asarray(tile, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    return tile
+
+
+def write_chars(folder: Path, count: int, rng: random.Random) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        char = DIGITS[i % len(DIGITS)] if i < len(DIGITS) else rng.choice(DIGITS)
+        render_char(char, rng).save(folder / f"{i:05d}.png", optimize=True)
+        lines.append(f"{i:05d}.png\t{char}\n")
+    (folder / "labels.tsv").write_text("".join(lines), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--train", type=int, default=2400)
     parser.add_argument("--val", type=int, default=400)
+    parser.add_argument("--chars-train", type=int, default=2000)
+    parser.add_argument("--chars-val", type=int, default=400)
     parser.add_argument("--seed", type=int, default=2015)
+    parser.add_argument("--sets", default="codes,sidecar,chars", help="comma-separated: codes, sidecar, chars")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    write_split(args.out / "codes" / "train", args.train, rng)
-    write_split(args.out / "codes" / "val", args.val, rng)
-    write_sidecar(args.out / "sidecar", 24, rng)
+    sets = set(args.sets.split(","))
+    rng = random.Random(args.seed)  # codes and sidecar share one stream, as when they were first made
+    if "sidecar" in sets and "codes" not in sets:
+        raise SystemExit("sidecar is drawn after codes from one random stream: generate both")
+    if "codes" in sets:
+        write_split(args.out / "codes" / "train", args.train, rng)
+        write_split(args.out / "codes" / "val", args.val, rng)
+    if "sidecar" in sets:
+        write_sidecar(args.out / "sidecar", 24, rng)
+    if "chars" in sets:
+        chars_rng = random.Random(args.seed + 1)
+        write_chars(args.out / "chars" / "train", args.chars_train, chars_rng)
+        write_chars(args.out / "chars" / "val", args.chars_val, chars_rng)
 
 
 if __name__ == "__main__":
