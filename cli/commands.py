@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -36,6 +37,13 @@ class LabelMode(str, Enum):
 class Head(str, Enum):
     ctc = "ctc"
     softmax = "softmax"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 class Augment(str, Enum):
@@ -68,11 +76,16 @@ def train(
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU; bf16 works on CPUs with AVX-512 BF16 / AMX."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train in N processes on this machine (torchrun + DDP; gloo on CPU, nccl on GPU). --batch-size is per process."),
 ) -> None:
     """Train a model on DATA; writes best.pt, last.pt, config.yaml and metrics.jsonl to the run folder.
 
     The path of the best model is printed on stdout when training ends.
     """
+    if nproc is not None and nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        raise typer.Exit(_launch_processes(nproc))
+
     from crnn_core.config import ModelConfig, TrainConfig, load_model_config, read_yaml
     from crnn_core.errors import ConfigError
     from crnn_core.train import train as run_training
@@ -105,15 +118,40 @@ def train(
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
+        "precision": precision.value if precision else None,
     }.items() if v is not None}
 
     with render.TrainDisplay() as display:
         result = run_training(data, out, model_config, train_config, val=val, labels=labels.value, resume=resume,
                               init=init, overrides=overrides, on_event=display.on_event,
                               should_stop=display.should_stop)
+    if result.rank != 0:  # under torchrun, rank 0 reports for all
+        return
     render.train_summary(result)
     best = result.run_dir / "best.pt"
     typer.echo(str(best if best.exists() else result.run_dir / "last.pt"))
+
+
+def _launch_processes(nproc: int) -> int:
+    """Run this same `crnn train` command line under torchrun with N processes; its exit code."""
+    import subprocess
+
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--nproc":
+            del args[i:i + 2]
+            break
+        if arg.startswith("--nproc="):
+            del args[i]
+            break
+    env = dict(os.environ)
+    # Share the cores out: N processes each with all cores' threads would oversubscribe them.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "crnn_core.cli.app", *args]
+    render.note(f"launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} -m crnn_core.cli.app "
+                + " ".join(args))
+    return subprocess.call(cmd, env=env)
 
 
 def evaluate(

@@ -49,15 +49,19 @@ class TrainDisplay:
         self.load_split = None
         self.stop_requested = False
         self._previous_handler = None
+        self._previous_term = None
         self.epochs = 0
 
     def __enter__(self) -> "TrainDisplay":
         self.progress.__enter__()
         self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        # SIGTERM too: batch schedulers send it, and torchrun sends it to every worker on Ctrl-C.
+        self._previous_term = signal.signal(signal.SIGTERM, self._on_sigint)
         return self
 
     def __exit__(self, *exc) -> None:
         signal.signal(signal.SIGINT, self._previous_handler)
+        signal.signal(signal.SIGTERM, self._previous_term)
         self.progress.__exit__(*exc)
 
     def _on_sigint(self, signum, frame) -> None:
@@ -117,6 +121,11 @@ class TrainDisplay:
 
     def _stop(self, info: dict[str, Any]) -> None:
         note(f"stopped: {info['reason']}")
+        digests = info.get("rank_digests") or []
+        if digests:
+            same = len(set(digests)) == 1
+            note(f"{info['processes']} processes {'in sync' if same else 'OUT OF SYNC'}: weights digest per rank "
+                 + ", ".join(digests))
 
 
 def train_summary(result) -> None:

@@ -16,6 +16,7 @@ HEADS = ("ctc", "softmax")
 # How the softmax head turns the column sequence into its L positions.
 REDUCTIONS = ("mean", "last")
 DEFAULT_MODEL = "crnn-small"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -247,6 +248,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: str = "default"
     threads: int | None = None
+    precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,6 +265,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(names)})")
         if "augment" in raw and raw["augment"] not in ("none", "light", "default"):
             raise ConfigError(f"{source}: augment must be none, light or default, not {raw['augment']!r}")
+        if "precision" in raw and raw["precision"] not in PRECISIONS:
+            raise ConfigError(f"{source}: precision must be one of {', '.join(PRECISIONS)}, not {raw['precision']!r}")
         try:
             return cls(**raw)
         except TypeError as exc:

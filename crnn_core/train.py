@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from .alphabet import Alphabet
 from .augment import augment
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .data import Dataset, Problem, load_all, split_dataset, to_tensor_batch, width_batches
 from .errors import CrnnError, DatasetError
 from .memory import release_free_memory
-from .metrics import score
+from .metrics import Scores, score
 from .model import CRNN, count_parameters
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, atomic_write_bytes, load_model, preprocess_for,
                         read_payload, save_checkpoint, save_model)
@@ -47,11 +47,26 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)
+    rank: int = 0  # under torchrun, which process this is; only rank 0 wrote files
+    rank_digests: list[str] = field(default_factory=list)  # weights hash per rank, at the end of a distributed run
 
 
 def ctc_needed_steps(ids: list[int]) -> int:
     """Frames CTC needs for a label: one per symbol plus a blank between each repeated pair."""
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type for a precision setting; None means plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type != "cuda":
+            return None  # bf16 on CPU is opt-in: see docs/scaling.md for what it measured here
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise CrnnError("--precision fp16 needs a CUDA device (on CPU use bf16)")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def seed_everything(seed: int) -> None:
@@ -213,10 +228,20 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     device = resolve_device(train_config.device)
+    ctx, device = distributed.from_environment(device)
+    if not ctx.is_main:
+        emit = lambda kind, info: None  # noqa: E731 - rank 0 reports for every rank
+    run_dir = Path(ctx.broadcast(str(run_dir)))  # a default name holds a time stamp: take rank 0's
+    # Batch order comes from np_rng, the same on every rank; augmentation draws from a stream
+    # of its own per rank. In one process both are the one stream, as they always were.
+    aug_rng = np_rng if not ctx.enabled else np.random.default_rng([train_config.seed, ctx.rank])
+    amp_dtype = autocast_dtype(train_config.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     preprocess = preprocess_for(model_config)
 
     train_set, val_set = split_dataset(data, val, labels, train_config.val_fraction)
-    threads = max(1, min(4, os.cpu_count() or 1))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
     train_data, train_bad = _prepare(train_set, preprocess, threads, emit, "train")
     val_data, val_bad = _prepare(val_set, preprocess, threads, emit, "val")
     if alphabet is None:
@@ -246,13 +271,20 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     if init_model is not None:
         model.load_state_dict(init_model.model.state_dict())
     model.to(device)
+    net: nn.Module = model
+    if ctx.enabled:  # DDP averages gradients across ranks during backward
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train_data) / train_config.batch_size) // ctx.world)
     total_steps = steps_per_epoch * train_config.epochs
     warmup = min(train_config.warmup_steps, max(1, total_steps // 5))  # short runs still get a decay
     budget = train_config.max_minutes * 60 if train_config.max_minutes else None
 
+    agreed = {"progress": 0.0}  # with several ranks, the clock they agreed on at the last step
+
     def time_progress() -> float:
+        if ctx.enabled:  # every rank must compute the same learning rate
+            return agreed["progress"]
         return (time.monotonic() - started) / budget if budget else 0.0
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -270,15 +302,21 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], np_rng)
+        rank_states = state["rng"].get("augment")
+        if ctx.enabled and rank_states and len(rank_states) == ctx.world:
+            aug_rng.bit_generator.state = rank_states[ctx.rank]
         history = [h for h in state["history"] if not h.get("partial")]
         best = dict(state["best"])
         bad_epochs = int(state["bad_epochs"])
         start_epoch = int(state["epoch"]) + 1
         elapsed_before = float(state.get("seconds", 0.0))
         pending = state.get("pending")
+        if pending is not None and pending.get("world", 1) != ctx.world:
+            pending = None  # shards of another process count: restart the interrupted epoch
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", dump_run_config(model_config, train_config).encode())
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml", dump_run_config(model_config, train_config).encode())
     train_info_base = {
         "data": str(data), "val": str(val) if val is not None else None, "labels": labels,
         "config": train_config.to_dict(), "crnn_version": __version__, "torch_version": str(torch.__version__),
@@ -287,11 +325,17 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     emit("start", {"run_dir": str(run_dir), "epochs": train_config.epochs, "start_epoch": start_epoch,
                    "steps_per_epoch": steps_per_epoch, "train_samples": len(train_data),
                    "val_samples": len(val_data), "parameters": count_parameters(model),
-                   "alphabet": alphabet.chars, "device": str(device), "model": model_config.name})
+                   "alphabet": alphabet.chars, "device": str(device), "model": model_config.name,
+                   "processes": ctx.world, "precision": str(amp_dtype or torch.float32).replace("torch.", "")})
 
     def checkpoint(epoch_done: int, info: dict[str, Any], partial: dict[str, Any] | None) -> None:
+        rng = _rng_state(np_rng)
+        if ctx.enabled:  # collective: every rank reaches every checkpoint
+            rng["augment"] = ctx.gather(aug_rng.bit_generator.state)
+        if not ctx.is_main:
+            return
         save_checkpoint(run_dir / "last.pt", model, alphabet, preprocess, info, {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(np_rng),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
             "history": history, "best": best, "bad_epochs": bad_epochs, "epoch": epoch_done,
             "seconds": elapsed_before + time.monotonic() - started, "pending": partial})
         _write_metrics(run_dir / "metrics.jsonl", history)
@@ -303,27 +347,36 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         model.train()
         epoch_start = time.monotonic()
         if pending is not None:  # finish the epoch an interruption cut short, with the same batches
-            batches, first_step, losses = pending["batches"], pending["next_step"], list(pending["losses"])
+            all_batches, first_step, losses = pending["batches"], pending["next_step"], list(pending["losses"])
             pending = None
         else:
-            batches, first_step, losses = width_batches(train_data.widths, train_config.batch_size, np_rng), 0, []
+            all_batches, first_step, losses = width_batches(train_data.widths, train_config.batch_size, np_rng), 0, []
+        batches = ctx.shard(all_batches)
         seen = 0
         skipped_steps = 0
         stop_now = None
         for step in range(first_step, len(batches)):
-            if should_stop is not None and should_stop():
+            interrupted = should_stop is not None and should_stop()
+            late = deadline is not None and time.monotonic() > deadline and step > first_step
+            if ctx.enabled:  # one rank's Ctrl-C or clock decides for all; so does the slowest clock
+                flags = ctx.max([interrupted, late, (time.monotonic() - started) / budget if budget else 0.0])
+                interrupted, late, agreed["progress"] = bool(flags[0]), bool(flags[1]), flags[2]
+            if interrupted:
                 stop_now = "interrupted"
-            elif deadline is not None and time.monotonic() > deadline and step > first_step:
+            elif late:
                 stop_now = f"time budget of {train_config.max_minutes:g} min reached"
             if stop_now:
-                partial = {"batches": batches, "next_step": step, "losses": losses}
+                partial = {"batches": all_batches, "next_step": step, "losses": losses, "world": ctx.world}
                 break
             batch = batches[step]
             images, widths = to_tensor_batch([
-                augment(train_data.arrays[i], np_rng, train_config.augment, model_config.max_width) for i in batch],
+                augment(train_data.arrays[i], aug_rng, train_config.augment, model_config.max_width) for i in batch],
                 width_multiple=TRAIN_WIDTH_MULTIPLE)
+            if device.type == "cuda":
+                images = images.pin_memory()
             targets = [train_data.targets[i] for i in batch]
-            log_probs = model(images.to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                log_probs = net(images.to(device, non_blocking=True))
             if model_config.head == "softmax":
                 loss = nn.functional.nll_loss(log_probs.permute(1, 2, 0),
                                               softmax_targets(targets, log_probs.shape[0]).to(device))
@@ -333,15 +386,24 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
                 target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
                 loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)
             optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                optimizer.step()
+            # A non-finite loss on any rank skips the step on all (a rank alone in backward would hang).
+            (non_finite,) = ctx.any(not bool(torch.isfinite(loss)))
+            if not non_finite:
+                if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+                    optimizer.step()
                 losses.append(loss.item())
             else:
                 skipped_steps += 1
             scheduler.step()
-            seen += len(batch)
+            seen += len(batch) * ctx.world
             emit("step", {"epoch": epoch, "step": step + 1, "steps": len(batches),
                           "loss": losses[-1] if losses else math.nan,
                           "samples_per_s": seen / max(1e-9, time.monotonic() - epoch_start),
@@ -355,8 +417,15 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             stop_reason = "interrupted; continue with --resume"
             break
 
-        predictions = recognize_arrays(model, val_data.arrays, alphabet.decode, batch_size=64, device=device)
-        scores = score(val_data.texts, [text for text, _ in predictions])
+        # Each rank reads its share of the validation set with rank 0's weights and statistics.
+        ctx.sync_buffers(model)
+        mine = range(ctx.rank, len(val_data), ctx.world)
+        predictions = recognize_arrays(model, [val_data.arrays[i] for i in mine], alphabet.decode, batch_size=64,
+                                       device=device)
+        scores = score([val_data.texts[i] for i in mine], [text for text, _ in predictions])
+        if ctx.enabled:
+            scores = Scores(*ctx.sum([scores.samples, scores.correct, scores.char_errors, scores.chars,
+                                      scores.word_errors, scores.words]))
         record = {
             "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
             "val_cer": scores.cer, "val_wer": scores.wer, "val_accuracy": scores.accuracy,
@@ -365,6 +434,8 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             "elapsed_seconds": elapsed_before + time.monotonic() - started, "skipped_batches": skipped_steps,
             "partial": stop_now is not None,
         }
+        if ctx.enabled:
+            record["processes"] = ctx.world
         history.append(record)
         improved = (scores.cer, -scores.accuracy) < (best["cer"], -best["accuracy"])
         if improved:
@@ -374,7 +445,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             bad_epochs += 1
         train_info = dict(train_info_base, epochs=epoch, best_epoch=best["epoch"], val_cer=best["cer"],
                           val_accuracy=best["accuracy"], seconds=record["elapsed_seconds"])
-        if improved:
+        if improved and ctx.is_main:
             save_model(run_dir / "best.pt", model, alphabet, preprocess, train_info)
         checkpoint(epoch - 1 if stop_now else epoch, train_info, partial if stop_now else None)
         emit("epoch", dict(record, best_epoch=best["epoch"], improved=improved))
@@ -385,12 +456,17 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if bad_epochs >= train_config.patience:
             stop_reason = f"early stop: no better validation CER for {train_config.patience} epochs"
             break
-        if deadline is not None and time.monotonic() > deadline:
+        late, interrupted = ctx.any(deadline is not None and time.monotonic() > deadline,
+                                    should_stop is not None and should_stop())
+        if late:
             stop_reason = f"time budget of {train_config.max_minutes:g} min reached"
             break
-        if should_stop is not None and should_stop():
+        if interrupted:
             stop_reason = "interrupted; continue with --resume"
             break
     seconds = elapsed_before + time.monotonic() - started
-    emit("stop", {"reason": stop_reason, "seconds": seconds})
-    return TrainResult(run_dir, best["epoch"], best, epoch, stop_reason, seconds, history, skipped)
+    digests = ctx.gather(distributed.weights_digest(model)) if ctx.enabled else []
+    emit("stop", {"reason": stop_reason, "seconds": seconds, "processes": ctx.world, "rank_digests": digests})
+    ctx.barrier()  # nobody leaves before rank 0 has written its files
+    ctx.close()
+    return TrainResult(run_dir, best["epoch"], best, epoch, stop_reason, seconds, history, skipped, ctx.rank, digests)
