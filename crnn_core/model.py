@@ -24,20 +24,26 @@ def build_backbone(config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def bin_means(seq: torch.Tensor, length: int) -> torch.Tensor:
+def bin_means(seq: torch.Tensor, length: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """T x B x F -> length x B x F: position i averages columns [floor(iT/L), ceil((i+1)T/L)).
 
-    Written with arange and a mask rather than adaptive pooling so that ONNX and torch.export
-    keep T dynamic; when T < L, neighbouring positions share columns.
+    `lengths` (B) gives each sample's own T in a padded batch; without it every sample spans
+    the whole sequence. Written with arange and a mask rather than adaptive pooling so that
+    ONNX and torch.export keep T dynamic; when T < L, neighbouring positions share columns.
     """
-    steps = seq.shape[0]
-    t = torch.arange(steps, device=seq.device)
+    t = torch.arange(seq.shape[0], device=seq.device)
     i = torch.arange(length, device=seq.device)
-    start = torch.div(i * steps, length, rounding_mode="floor")
-    end = torch.div((i + 1) * steps + length - 1, length, rounding_mode="floor")
-    mask = ((t[None, :] >= start[:, None]) & (t[None, :] < end[:, None])).to(seq.dtype)
-    weights = mask / mask.sum(1, keepdim=True)
-    return torch.einsum("lt,tbf->lbf", weights, seq)
+    if lengths is None:
+        steps = seq.shape[0]
+        start = torch.div(i * steps, length, rounding_mode="floor")
+        end = torch.div((i + 1) * steps + length - 1, length, rounding_mode="floor")
+        mask = ((t[None, :] >= start[:, None]) & (t[None, :] < end[:, None])).to(seq.dtype)
+        return torch.einsum("lt,tbf->lbf", mask / mask.sum(1, keepdim=True), seq)
+    steps = lengths.to(seq.device)[:, None]  # B x 1
+    start = torch.div(i[None, :] * steps, length, rounding_mode="floor")  # B x L
+    end = torch.div((i[None, :] + 1) * steps + length - 1, length, rounding_mode="floor")
+    mask = ((t[None, None, :] >= start[..., None]) & (t[None, None, :] < end[..., None])).to(seq.dtype)
+    return torch.einsum("blt,tbf->lbf", mask / mask.sum(2, keepdim=True), seq)
 
 
 class SoftmaxHead(nn.Module):
@@ -57,14 +63,22 @@ class SoftmaxHead(nn.Module):
         self.expand = nn.Linear(features, length * features) if reduce == "last" and length > 1 else None
         self.classify = nn.Linear(features, num_classes)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`lengths`: each sample's own number of columns in a right-padded training batch."""
         if self.reduce == "mean":
-            return self.classify(bin_means(seq, self.length))
-        if self.bidirectional:  # the forward direction ends at the last column, the backward at the first
-            half = seq.shape[2] // 2
-            summary = torch.cat([seq[-1, :, :half], seq[0, :, half:]], -1)
+            return self.classify(bin_means(seq, self.length, lengths))
+        # The forward direction ends at the sample's last real column (past it lies batch
+        # padding, which a one-way LSTM would have to carry the character across), the
+        # backward direction at the first column.
+        if lengths is None:
+            last = seq[-1]
         else:
-            summary = seq[-1]
+            last = seq[lengths.to(seq.device) - 1, torch.arange(seq.shape[1], device=seq.device)]
+        if self.bidirectional:
+            half = seq.shape[2] // 2
+            summary = torch.cat([last[:, :half], seq[0, :, half:]], -1)
+        else:
+            summary = last
         if self.expand is None:
             return self.classify(summary).unsqueeze(0)
         positions = self.expand(summary).view(summary.shape[0], self.length, -1).transpose(0, 1)
@@ -109,12 +123,17 @@ class CRNN(nn.Module):
         """The layer with one output row per class (0 = blank or end, i = alphabet[i-1])."""
         return self.head.classify if isinstance(self.head, SoftmaxHead) else self.head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`lengths` (B, optional): each image's own time steps when the batch is right-padded
+        to a common width; the softmax head then reads each image's columns only. Inference
+        batches hold equal widths and need none."""
         fmap = self.backbone(images.contiguous(memory_format=torch.channels_last))  # B x C x H' x T
         b, c, h, t = fmap.shape
         seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
         if self.rnn is not None:
             seq, _ = self.rnn(seq)
+        if isinstance(self.head, SoftmaxHead):
+            return self.head(seq, lengths).float().log_softmax(-1)
         return self.head(seq).float().log_softmax(-1)
 
 

@@ -375,13 +375,15 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             if device.type == "cuda":
                 images = images.pin_memory()
             targets = [train_data.targets[i] for i in batch]
+            input_lengths = torch.tensor([model_config.time_steps(w) for w in widths], dtype=torch.long)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                log_probs = net(images.to(device, non_blocking=True))
+                # the softmax head reads each image's own columns, as it will alone at inference
+                log_probs = net(images.to(device, non_blocking=True),
+                                input_lengths if model_config.head == "softmax" else None)
             if model_config.head == "softmax":
                 loss = nn.functional.nll_loss(log_probs.permute(1, 2, 0),
                                               softmax_targets(targets, log_probs.shape[0]).to(device))
             else:
-                input_lengths = torch.tensor([model_config.time_steps(w) for w in widths], dtype=torch.long)
                 flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
                 target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
                 loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)

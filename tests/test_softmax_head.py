@@ -278,3 +278,19 @@ def test_too_long_labels_raise_from_the_library(tiny_data, tmp_path):
 
     with pytest.raises(DatasetError, match="longer than the softmax head's 2 positions"):
         train(tiny_data, tmp_path / "run", softmax_config(length=2), TrainConfig(epochs=1))
+
+
+@pytest.mark.parametrize("reduce", ["mean", "last"])
+def test_a_padded_training_batch_reads_each_image_as_it_reads_alone(reduce):
+    # Training pads a batch to its widest image; with `lengths` the head must give each image
+    # what the model gives it alone (inference batches equal widths, so never pads).
+    config = dataclasses.replace(load_model_config("seed-fusion"), head_length=3, head_reduce=reduce)
+    model = CRNN(config, num_classes=6).eval()
+    narrow, wide = torch.randn(1, 1, 28, 28), torch.randn(1, 1, 28, 60)
+    padded = torch.cat([torch.nn.functional.pad(narrow, (0, 32), value=0.3), wide])
+    lengths = torch.tensor([config.time_steps(28), config.time_steps(60)])
+    with torch.no_grad():
+        together = model(padded, lengths)
+        assert torch.allclose(together[:, 0], model(narrow)[:, 0], atol=1e-5)
+        assert torch.allclose(together[:, 1], model(wide)[:, 0], atol=1e-5)
+        assert not torch.allclose(model(padded)[:, 0], model(narrow)[:, 0], atol=1e-3)  # without lengths it differs
