@@ -112,7 +112,7 @@ def evaluate(
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", min=0.0, max=1.0, help="Gate: exit 1 if sequence accuracy is below this fraction."),
     max_cer: Optional[float] = typer.Option(None, "--max-cer", min=0.0, help="Gate: exit 1 if the CER is above this fraction."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Gate: compare with this earlier --json report; exit 1 on a regression."),
-    max_regression: float = typer.Option(0.0, "--max-regression", min=0.0, help="Largest accuracy drop / CER rise (fractions) allowed against --baseline."),
+    max_regression: Optional[float] = typer.Option(None, "--max-regression", min=0.0, help="Largest accuracy drop / CER rise (fractions) allowed against --baseline (default: 0)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one test case per gate, the failed samples (capped)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (for a CI job summary)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with a gallery of the errors."),
@@ -121,15 +121,19 @@ def evaluate(
 
     With gates (--min-accuracy, --max-cer, --baseline), exits 1 when one fails, after writing every report.
     """
-    from crnn_core import gates, reports
+    from crnn_core import gates
+
+    if max_regression is not None and baseline is None:
+        raise typer.BadParameter("needs --baseline", param_hint="--max-regression")
+    base = gates.load_baseline(baseline) if baseline is not None else None  # fail fast, before torch loads
+    from crnn_core import reports
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
 
-    base = gates.load_baseline(baseline) if baseline is not None else None  # fail fast, before the eval
     report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device)
     s = report.scores
     outcome = gates.check({"accuracy": s.accuracy, "cer": s.cer, "wer": s.wer}, s.samples, report.data,
-                          min_accuracy, max_cer, base, max_regression)
+                          min_accuracy, max_cer, base, max_regression or 0.0)
     to_stdout = json_out == "-"
     render.eval_summary(report, show, to_stderr=to_stdout)
     render.gate_summary(outcome, to_stderr=to_stdout)

@@ -43,8 +43,9 @@ def curves_png(history: list[dict[str, Any]]) -> bytes:
     # Loss falls by orders of magnitude; a log axis keeps late epochs readable.
     if finite_losses and min(finite_losses) > 0 and max(finite_losses) / min(finite_losses) > 20:
         loss_ax.set_yscale("log")
-    # A little room below 0 and above 100%, so a flat line at either end stays visible.
-    cer_ax.set_ylim(bottom=-0.02)
+    # Zero always in view, with a little room around the data, so a flat line at 0 or 100% stays visible.
+    cer_top = max((h["val_cer"] for h in history if _finite(h.get("val_cer"))), default=0.0) or 0.01
+    cer_ax.set_ylim(-0.04 * cer_top, 1.08 * cer_top)
     acc_ax.set_ylim(-0.02, 1.02)
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     if best is not None:

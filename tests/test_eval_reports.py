@@ -135,6 +135,8 @@ def test_bad_baselines_are_one_line_errors(handful, tmp_path):
     assert wrong.returncode == 1 and "not a crnn eval report" in wrong.stderr and len(wrong.stderr.splitlines()) == 1
     usage = crnn("eval", "codes-small", handful, "--min-accuracy", "1.5")
     assert usage.returncode == 2
+    alone = crnn("eval", "codes-small", handful, "--max-regression", "0.01")
+    assert alone.returncode == 2 and "needs --baseline" in alone.stderr
 
 
 def test_json_character_counts_and_confusions_add_up(bad_eval):
