@@ -164,21 +164,55 @@ def evaluate(
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
     device: str = typer.Option("auto", "--device"),
     show: int = typer.Option(10, "--show", min=0, help="How many of the worst errors to list."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", min=0.0, max=1.0, help="Gate: exit 1 if sequence accuracy is below this fraction."),
+    max_cer: Optional[float] = typer.Option(None, "--max-cer", min=0.0, help="Gate: exit 1 if the CER is above this fraction."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Gate: compare with this earlier --json report; exit 1 on a regression."),
+    max_regression: Optional[float] = typer.Option(None, "--max-regression", min=0.0, help="Largest accuracy drop / CER rise (fractions) allowed against --baseline (default: 0)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one test case per gate, the failed samples (capped)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (for a CI job summary)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with a gallery of the errors."),
 ) -> None:
-    """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors."""
+    """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors.
+
+    With gates (--min-accuracy, --max-cer, --baseline), exits 1 when one fails, after writing every report.
+    """
+    from crnn_core import gates
+
+    if max_regression is not None and baseline is None:
+        raise typer.BadParameter("needs --baseline", param_hint="--max-regression")
+    base = gates.load_baseline(baseline) if baseline is not None else None  # fail fast, before torch loads
+    from crnn_core import reports
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
 
     report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device)
+    s = report.scores
+    outcome = gates.check({"accuracy": s.accuracy, "cer": s.cer, "wer": s.wer}, s.samples, report.data,
+                          min_accuracy, max_cer, base, max_regression or 0.0)
     to_stdout = json_out == "-"
     render.eval_summary(report, show, to_stderr=to_stdout)
+    render.gate_summary(outcome, to_stderr=to_stdout)
     if json_out is not None:
-        text = report.to_json(per_sample)
+        text = report.to_json(per_sample, outcome)
         if to_stdout:
             sys.stdout.write(text)
         else:
             atomic_write_bytes(Path(json_out), text.encode())
             render.note(f"wrote {json_out}")
+    if junit is not None:
+        atomic_write_bytes(junit, reports.junit_xml(report, outcome))
+        render.note(f"wrote {junit}")
+    if markdown is not None:
+        atomic_write_bytes(markdown, reports.markdown(report, outcome).encode())
+        render.note(f"wrote {markdown}")
+    if html is not None:
+        from crnn_core.report_html import html_report
+
+        atomic_write_bytes(html, html_report(report, outcome).encode())
+        render.note(f"wrote {html}")
+    if not outcome.passed:
+        render.gate_failures(outcome)
+        raise typer.Exit(1)
 
 
 def _expand_inputs(inputs: List[str]):

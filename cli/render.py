@@ -119,6 +119,9 @@ class TrainDisplay:
                   f"accuracy {_pct(info['val_accuracy'])}  {info['samples_per_s']:.0f} samples/s  "
                   f"{info['elapsed_seconds']:.0f} s{mark}", highlight=False)
 
+    def _warning(self, info: dict[str, Any]) -> None:
+        err.print(f"warning: {info['message']}", markup=False)
+
     def _stop(self, info: dict[str, Any]) -> None:
         note(f"stopped: {info['reason']}")
         digests = info.get("rank_digests") or []
@@ -185,6 +188,31 @@ def eval_summary(report, show: int, to_stderr: bool) -> None:
         for r in worst:
             errors.add_row(r.path, r.expected, r.predicted, f"{r.confidence:.3f}")
         console.print(errors)
+
+
+def gate_summary(outcome, to_stderr: bool) -> None:
+    """The gates and baseline deltas under the eval table (nothing when none was asked for)."""
+    if not outcome.gates:
+        return
+    console = err if to_stderr else out
+    if outcome.baseline is not None:
+        deltas = "  ".join(f"{k} {v:+.4f}" for k, v in outcome.deltas.items())
+        console.print(f"against baseline {outcome.baseline.path}: {deltas}", markup=False)
+    table = Table(title="gates", title_justify="left")
+    for column in ("gate", "measured", "limit", "result"):
+        table.add_column(column)
+    for g in outcome.gates:
+        table.add_row(g.name, f"{g.measured:.6g}", f"{g.limit:.6g}", "pass" if g.passed else "[red]FAIL[/]")
+    console.print(table)
+    for warning in outcome.warnings:
+        err.print(f"warning: {warning}", markup=False)
+
+
+def gate_failures(outcome) -> None:
+    """One line per failed gate on stderr: what was measured and the limit."""
+    for g in outcome.failed:
+        sys.stderr.write(f"crnn: gate failed: {g.message}\n")
+    sys.stderr.flush()
 
 
 def export_summary(report) -> None:

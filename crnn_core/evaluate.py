@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .confusion import ErrorAnalysis, analyse
 from .data import Dataset, Problem, discover, load_all
+from .gates import GateOutcome
 from .metrics import Scores, char_errors
 from .modelfile import LoadedModel, load_model
 from .recognizer import Recognizer
 
 REPORT_FORMAT = "crnn-eval"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2 added characters, confusions, gates, passed, baseline
 
 
 @dataclass
@@ -50,8 +52,13 @@ class Report:
         wrong.sort(key=lambda r: (-r.errors / max(1, len(r.expected)), r.confidence))
         return wrong[:count]
 
-    def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
+    def analysis(self) -> ErrorAnalysis:
+        """Per-character error counts and confusion pairs over every evaluated sample."""
+        return analyse((r.expected, r.predicted) for r in self.results)
+
+    def to_dict(self, per_sample: bool = False, outcome: GateOutcome | None = None) -> dict[str, Any]:
         s = self.scores
+        analysis = self.analysis()
         report: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
@@ -73,13 +80,16 @@ class Report:
             "decoder": "greedy" if self.beam <= 1 else f"beam-{self.beam}",
             "crnn_version": __version__,
             "worst": [vars(r) for r in self.worst(10)],
+            "characters": analysis.characters_list(),
+            "confusions": analysis.confusions_list(),
         }
+        report.update((outcome or GateOutcome()).to_dict())
         if per_sample:
             report["per_sample"] = [vars(r) for r in self.results]
         return report
 
-    def to_json(self, per_sample: bool = False) -> str:
-        return json.dumps(self.to_dict(per_sample), ensure_ascii=False, indent=2) + "\n"
+    def to_json(self, per_sample: bool = False, outcome: GateOutcome | None = None) -> str:
+        return json.dumps(self.to_dict(per_sample, outcome), ensure_ascii=False, indent=2) + "\n"
 
 
 def eval_split(path: str | Path) -> Path:

@@ -28,6 +28,7 @@ from .metrics import Scores, score
 from .model import CRNN, count_parameters
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, atomic_write_bytes, load_model, preprocess_for,
                         read_payload, save_checkpoint, save_model)
+from .plots import CurvePlotter
 from .recognizer import recognize_arrays, resolve_device
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -185,7 +186,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
 
     `overrides` are train settings given explicitly (e.g. on the command line); they apply on
     top of `train_config`, or of the saved settings when resuming. `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
-    "stop"); `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
+    "stop", "warning"); `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
     started = time.monotonic()
@@ -327,6 +328,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
                    "val_samples": len(val_data), "parameters": count_parameters(model),
                    "alphabet": alphabet.chars, "device": str(device), "model": model_config.name,
                    "processes": ctx.world, "precision": str(amp_dtype or torch.float32).replace("torch.", "")})
+    curves = CurvePlotter(run_dir / "curves.png", lambda message: emit("warning", {"message": message}))
 
     def checkpoint(epoch_done: int, info: dict[str, Any], partial: dict[str, Any] | None) -> None:
         rng = _rng_state(np_rng)
@@ -339,6 +341,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             "history": history, "best": best, "bad_epochs": bad_epochs, "epoch": epoch_done,
             "seconds": elapsed_before + time.monotonic() - started, "pending": partial})
         _write_metrics(run_dir / "metrics.jsonl", history)
+        curves.update(history)  # never raises
 
     deadline = (started + train_config.max_minutes * 60) if train_config.max_minutes else None
     stop_reason = "completed all epochs"

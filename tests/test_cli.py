@@ -48,7 +48,7 @@ def test_help_does_not_import_torch():
 
 
 def test_train_writes_the_run_folder(cli_run):
-    assert {p.name for p in cli_run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl"}
+    assert {p.name for p in cli_run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "curves.png"}
 
 
 def test_eval_json_to_stdout_is_valid(cli_run, tiny_data):
@@ -215,5 +215,6 @@ def test_train_display_handles_every_event_kind():
             display.on_event("step", {"epoch": 1, "step": step, "steps": 3, "loss": 1.0, "samples_per_s": 10.0})
         display.on_event("epoch", {"epoch": 1, "train_loss": 1.0, "val_cer": 0.5, "val_accuracy": 0.25,
                                    "samples_per_s": 10.0, "elapsed_seconds": 3.0, "improved": True})
+        display.on_event("warning", {"message": "could not draw curves.png"})
         display.on_event("stop", {"reason": "done", "seconds": 3.0})
     assert display.task is None and not display.stop_requested
