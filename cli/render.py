@@ -82,7 +82,7 @@ class TrainDisplay:
 
     def _skipped(self, info: dict[str, Any]) -> None:
         problems = info["problems"]
-        reasons = Counter(p.message.split(":")[0].split(" (")[0] for p in problems)
+        reasons = Counter(p.reason for p in problems)
         err.print(f"[yellow]skipped {len(problems)} sample(s):[/] " + "; ".join(
             f"{n} × {reason}" for reason, n in reasons.most_common(5)), markup=True)
         for p in problems[:5]:
