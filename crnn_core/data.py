@@ -274,7 +274,11 @@ class Preprocess:
                 if image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when the result is much smaller anyway.
                     w, h = image.size
-                    image.draft("L" if self.channels == 1 else "RGB", (self.target_width(w, h), self.height))
+                    mode = "L" if self.channels == 1 else "RGB"
+                    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
+                        image.draft(mode, (self.height, self.target_width(h, w)))
+                    else:
+                        image.draft(mode, (self.target_width(w, h), self.height))
                 check_pixel_limit(path, image.size)
                 return self.from_pil(image)
         except ImageError:
