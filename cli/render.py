@@ -62,6 +62,7 @@ class TrainDisplay:
 
     def _on_sigint(self, signum, frame) -> None:
         if self.stop_requested:
+            err.print("[red]aborted[/]: last.pt holds the last saved checkpoint (resume with --resume)")
             raise KeyboardInterrupt
         self.stop_requested = True
         err.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
