@@ -110,7 +110,8 @@ def _drop_unusable(train: _Prepared, alphabet: Alphabet, config: ModelConfig) ->
         if needed > steps:
             problems.append(Problem(train.origins[i],
                                     f"label of {len(text)} chars needs {needed} CTC steps, the image gives {steps} "
-                                    f"(width {train.widths[i]} px at height {config.height}); skipped"))
+                                    f"({train.paths[i].name}: width {train.widths[i]} px at height {config.height}); "
+                                    "skipped"))
             continue
         keep.append(i)
         targets.append(ids)

@@ -111,3 +111,17 @@ def test_train_stops_with_one_clear_error_when_too_few_samples_remain(tmp_path, 
     assert last.startswith(f"crnn: error: {data}: only 1 usable training samples (2 skipped, first: ")
     assert "skipped 2 sample(s)" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_eval_skips_and_counts_bad_samples(tiny_data, tmp_path):
+    data = tmp_path / "val"
+    shutil.copytree(tiny_data / "val", data)
+    (data / "zero.png").write_bytes(b"")
+    with open(data / "labels.tsv", "a", encoding="utf-8") as fh:
+        fh.write("zero.png\t1\ngone.png\t2\n")
+    result = crnn("eval", "codes-small", data, "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["samples"] == 12 and report["skipped"] == 2
+    assert [e.rsplit("/", 1)[-1] for e in report["skipped_examples"]] == [
+        "labels.tsv:14: image 'gone.png' not found", "zero.png: empty file (0 bytes)"]

@@ -304,9 +304,9 @@ def poisoned(monkeypatch):
 
 def test_single_nan_loss_and_nan_gradient_batches_are_skipped_and_counted(tiny_data, tmp_path, poisoned):
     poisoned.nan_loss, poisoned.nan_grad = {2}, {5}  # 3 batches an epoch: epoch 1 step 2, epoch 2 step 2
-    result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(**SETTINGS))
+    result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(**dict(SETTINGS, epochs=2)))
     assert result.stop_reason == "completed all epochs"
-    assert [h["skipped_batches"] for h in result.history] == [1, 1, 0]
+    assert [h["skipped_batches"] for h in result.history] == [1, 1]
     weights = load_model(tmp_path / "run" / "best.pt").model.state_dict().values()
     assert all(torch.isfinite(w).all() for w in weights)
 
