@@ -250,8 +250,11 @@ def _make_read_only(folder: Path) -> str | None:
         return "chmod"
     probe.unlink()
     folder.chmod(0o755)
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
-        return "chattr"
+    try:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+            return "chattr"
+    except FileNotFoundError:  # no e2fsprogs
+        pass
     return None
 
 
