@@ -125,8 +125,11 @@ def train_summary(result) -> None:
     best = result.best
     table.add_row("run folder", str(result.run_dir))
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run}")
-    table.add_row("validation accuracy", _pct(best.get("accuracy", 0.0)))
-    table.add_row("validation CER", f"{best.get('cer', float('nan')):.4f}")
+    if result.best_epoch:
+        table.add_row("validation accuracy", _pct(best.get("accuracy", 0.0)))
+        table.add_row("validation CER", f"{best.get('cer', float('nan')):.4f}")
+    else:  # stopped before the first validation
+        table.add_row("validation", "no epoch finished yet")
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("stopped", result.stop_reason)
     table.add_row("skipped samples", str(len(result.skipped)))

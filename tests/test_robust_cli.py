@@ -125,3 +125,17 @@ def test_eval_skips_and_counts_bad_samples(tiny_data, tmp_path):
     assert report["samples"] == 12 and report["skipped"] == 2
     assert [e.rsplit("/", 1)[-1] for e in report["skipped_examples"]] == [
         "labels.tsv:14: image 'gone.png' not found", "zero.png: empty file (0 bytes)"]
+
+
+def test_summary_of_a_run_stopped_before_its_first_validation(capsys):
+    import math
+
+    from crnn_core.cli import render
+    from crnn_core.train import TrainResult
+
+    result = TrainResult(Path("run"), 0, {"cer": math.inf, "accuracy": -1.0, "epoch": 0}, 1,
+                         "interrupted; continue with --resume", 1.4)
+    render.train_summary(result)
+    err = capsys.readouterr().err
+    assert "no epoch finished yet" in err
+    assert "-100.00%" not in err and "inf" not in err  # what it showed before

@@ -88,7 +88,9 @@ def test_second_ctrl_c_aborts_at_once(tiny_data, tmp_path):
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)
-    assert process.returncode in (0, 130), err  # 0 when the clean stop won the race
+    # 130: aborted. 0 or -SIGINT: the clean stop won the race and the second signal came as the
+    # process was finishing (during interpreter shutdown the default handler is back).
+    assert process.returncode in (0, 130, -signal.SIGINT), err
     assert "Traceback" not in err
     if process.returncode == 130:
         assert "aborted: last.pt holds the last saved checkpoint" in err
