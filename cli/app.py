@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from typing import Optional
 
 import typer
@@ -64,6 +65,9 @@ def _fail(message: str, code: int) -> None:
 
 def main() -> None:
     state.debug = "--debug" in sys.argv[1:]
+    # Pillow warns on stderr about damaged metadata and big images; crnn reports each file
+    # it cannot use in one line of its own, so those warnings would only be noise.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     try:
         app(prog_name="crnn")
     except SystemExit:

@@ -66,6 +66,7 @@ class TrainDisplay:
 
     def _on_sigint(self, signum, frame) -> None:
         if self.stop_requested:
+            err.print("[red]aborted[/]: last.pt holds the last saved checkpoint (resume with --resume)")
             raise KeyboardInterrupt
         self.stop_requested = True
         err.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
@@ -86,7 +87,7 @@ class TrainDisplay:
 
     def _skipped(self, info: dict[str, Any]) -> None:
         problems = info["problems"]
-        reasons = Counter(p.message.split(":")[0].split(" (")[0] for p in problems)
+        reasons = Counter(p.reason for p in problems)
         err.print(f"[yellow]skipped {len(problems)} sample(s):[/] " + "; ".join(
             f"{n} × {reason}" for reason, n in reasons.most_common(5)), markup=True)
         for p in problems[:5]:
@@ -136,8 +137,11 @@ def train_summary(result) -> None:
     best = result.best
     table.add_row("run folder", str(result.run_dir))
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run}")
-    table.add_row("validation accuracy", _pct(best.get("accuracy", 0.0)))
-    table.add_row("validation CER", f"{best.get('cer', float('nan')):.4f}")
+    if result.best_epoch:
+        table.add_row("validation accuracy", _pct(best.get("accuracy", 0.0)))
+        table.add_row("validation CER", f"{best.get('cer', float('nan')):.4f}")
+    else:  # stopped before the first validation
+        table.add_row("validation", "no epoch finished yet")
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("stopped", result.stop_reason)
     table.add_row("skipped samples", str(len(result.skipped)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,12 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
 
+    @property
+    def reason(self) -> str:
+        """The message without names, numbers and details: for counting problems by kind."""
+        head = self.message.split(":")[0].split(" (")[0].split(";")[0]
+        return re.sub(r"'[^']*'|\d+", "_", head)
+
 
 @dataclass
 class Dataset:
@@ -58,35 +65,64 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_list_file(list_file: Path) -> Dataset:
-    """`relative/path<TAB>label` lines; paths are relative to the list file's folder."""
+    """`relative/path<TAB>label` lines; paths are relative to the list file's folder.
+
+    Lines are split on LF only (a CR before it is dropped), so a label holding U+2028 or a
+    form feed cannot shift the line numbers in messages. Each line is decoded on its own: a
+    line that is not UTF-8 is reported and skipped, the rest of the file is still used.
+    """
     try:
         raw = list_file.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{list_file}: cannot read: {exc.strerror or exc}") from None
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_no = raw[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{list_file}:{line_no}: not UTF-8 text") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DatasetError(f"{list_file}: UTF-16 text; save it as UTF-8")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     base = list_file.parent
     samples: list[Sample] = []
     problems: list[Problem] = []
-    for line_no, line in enumerate(content.splitlines(), start=1):
+    seen: dict[str, tuple[int, str]] = {}  # normalised path -> (first line, label)
+    newline = b"\n" if b"\n" in raw or b"\r" not in raw else b"\r"  # old Mac files end lines in CR alone
+    for line_no, raw_line in enumerate(raw.split(newline), start=1):
+        where = f"{list_file}:{line_no}"
+        try:
+            line = raw_line.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(where, f"not UTF-8 text (byte 0x{raw_line[exc.start]:02x} at column {exc.start + 1})"))
+            continue
         if not line.strip():
             continue
-        where = f"{list_file}:{line_no}"
         if "\t" not in line:
             problems.append(Problem(where, "no TAB between path and label"))
             continue
         rel, label = line.split("\t", 1)
+        rel = rel.strip()
         label = normalize(label.strip())
+        if not rel:
+            problems.append(Problem(where, "no image path before the TAB"))
+            continue
         if not label:
             problems.append(Problem(where, "empty label"))
             continue
-        path = base / rel.strip()
-        if not path.is_file():
-            problems.append(Problem(where, f"image {rel.strip()!r} not found"))
+        path = base / rel
+        try:
+            found = path.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            found = False
+        if not found:
+            problems.append(Problem(where, f"image {rel!r} not found"))
             continue
+        key = os.path.normpath(path)
+        if key in seen:
+            first, first_label = seen[key]
+            if first_label == label:
+                problems.append(Problem(where, f"duplicate of line {first} ({rel!r}); skipped"))
+            else:
+                problems.append(Problem(where, f"image {rel!r} listed again with another label "
+                                               f"({label!r}; line {first} says {first_label!r}); skipped"))
+            continue
+        seen[key] = (line_no, label)
         samples.append(Sample(path, label, where))
     return Dataset(samples, str(list_file), problems)
 
@@ -212,8 +248,15 @@ class Preprocess:
             image.seek(0)
         mode = "L" if self.channels == 1 else "RGB"
         if image.mode != mode:
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if image.mode.startswith("I;16"):
+                # Pillow's point() and convert() cannot scale every 16-bit layout; numpy can.
+                image = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8), "L")
+            elif image.mode == "I":
                 image = image.point(lambda v: v / 256).convert("L")
+            elif image.mode == "F":
+                values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+                scale = 255.0 if values.size and values.max() <= 1.0 else 1.0  # floats in [0, 1] are common
+                image = Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), "L")
             elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, image.convert("RGBA"))
@@ -225,22 +268,50 @@ class Preprocess:
     def load(self, path: str | Path) -> np.ndarray:
         """Decode and preprocess one image file; raises ImageError naming the file."""
         try:
+            if os.path.getsize(path) == 0:
+                raise ImageError(f"{path}: empty file (0 bytes)")
             with Image.open(path) as image:
                 if image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when the result is much smaller anyway.
                     w, h = image.size
-                    image.draft("L" if self.channels == 1 else "RGB", (self.target_width(w, h), self.height))
+                    mode = "L" if self.channels == 1 else "RGB"
+                    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
+                        image.draft(mode, (self.height, self.target_width(h, w)))
+                    else:
+                        image.draft(mode, (self.target_width(w, h), self.height))
+                check_pixel_limit(path, image.size)
                 return self.from_pil(image)
+        except ImageError:
+            raise
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None
         except IsADirectoryError:
             raise ImageError(f"{path}: is a folder, not an image") from None
+        except PermissionError:
+            raise ImageError(f"{path}: cannot read: permission denied") from None
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image Pillow can read") from None
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{path}: image too large ({exc})") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{path}: cannot decode image: {exc}") from None
+        except Image.DecompressionBombError:
+            raise ImageError(f"{path}: image too large: {_bomb_message()}") from None
+        except MemoryError:
+            raise ImageError(f"{path}: not enough memory to decode this image") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged file may make any decoder raise anything
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ImageError(f"{path}: cannot decode image: {detail}") from None
+
+
+def _bomb_message(pixels: int | None = None) -> str:
+    limit = Image.MAX_IMAGE_PIXELS
+    size = f"{pixels:,} pixels, " if pixels is not None else ""
+    return f"{size}more than the limit of {limit:,} (a decompression bomb, or a page rather than a text line)"
+
+
+def check_pixel_limit(path: str | Path, size: tuple[int, int]) -> None:
+    """Refuse before decoding what Pillow would only warn about (up to 2x its limit it still decodes)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = size[0] * size[1]
+    if limit is not None and pixels > limit:
+        raise ImageError(f"{path}: image too large: {size[0]} x {size[1]} = {_bomb_message(pixels)}")
 
 
 def load_all(paths: Sequence[Path], preprocess: Preprocess, threads: int = 2,

@@ -42,10 +42,22 @@ class DataCheck:
         return {c for s in self.splits if s.name != "train" for c in s.chars} - set(train.chars)
 
 
-def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int) -> SplitSummary:
+def outside(dataset: Dataset, root: Path) -> list[Problem]:
+    """Samples whose image lies outside `root` (`../x.png`, an absolute path, a symlink out)."""
+    root = root.resolve()
+    found = []
+    for sample in dataset.samples:
+        target = sample.path.resolve()
+        if not target.is_relative_to(root):
+            found.append(Problem(sample.origin or str(sample.path),
+                                 f"path points outside the dataset folder {str(root)!r}: {str(target)!r}"))
+    return found
+
+
+def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int, root: Path) -> SplitSummary:
     preprocess = preprocess_for(config)
     arrays, bad = load_all([s.path for s in dataset.samples], preprocess, threads)
-    problems = list(dataset.problems) + bad
+    problems = list(dataset.problems) + outside(dataset, root) + bad
     chars: Counter = Counter()
     lengths, widths = [], []
     alphabet = Alphabet.from_texts(s.text for s in dataset.samples)
@@ -83,6 +95,7 @@ def check_dataset(data: str | Path, config: ModelConfig, labels: str = "auto", t
     found = [(n, data / n) for n in ("train", "val", "test") if (data / n).is_dir()] if data.is_dir() else []
     if not found:
         found = [("all", data)]
-    splits = [_summarise(name, discover(path, labels), config, threads) for name, path in found]
+    root = data if data.is_dir() else data.parent
+    splits = [_summarise(name, discover(path, labels), config, threads, root) for name, path in found]
     all_chars = set().union(*(s.chars for s in splits))
     return DataCheck(splits, Alphabet(sorted(all_chars)), config.name)

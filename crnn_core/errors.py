@@ -23,3 +23,7 @@ class ModelFileError(CrnnError):
 
 class ExportError(CrnnError):
     """An export failed, or the exported file does not match the eager model."""
+
+
+class WriteError(CrnnError):
+    """A file could not be written (full disk, read-only folder); its previous version is intact."""

@@ -23,7 +23,7 @@ import torch
 from .alphabet import Alphabet
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
-from .errors import ModelFileError
+from .errors import ModelFileError, WriteError
 from .model import CRNN
 
 MODEL_FORMAT = "crnn-model"
@@ -65,20 +65,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it.
 
     A crash at any moment leaves either the old file or the new one, never a half-written one.
+    A failed write (full disk, read-only folder) raises WriteError and leaves the old file as it was.
     """
     path = Path(path)
-    fd, tmp = temp_file_beside(path)
+    tmp = None
     try:
+        fd, tmp = temp_file_beside(path)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            kept = " (the previous version is unchanged)" if path.exists() else ""
+            raise WriteError(f"{path}: cannot write: {exc.strerror or exc}{kept}") from None
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -88,6 +94,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # some filesystems do not support fsync on folders
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files a killed writer left behind (`.NAME.XXXX.tmp`); returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def _payload(model: CRNN, alphabet: Alphabet, preprocess: Preprocess, train: dict[str, Any], fmt: str) -> dict:
@@ -105,10 +123,7 @@ def _payload(model: CRNN, alphabet: Alphabet, preprocess: Preprocess, train: dic
 def _save(path: Path, payload: dict) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    try:
-        atomic_write_bytes(path, buffer.getvalue())
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_model(path: str | Path, model: CRNN, alphabet: Alphabet, preprocess: Preprocess,

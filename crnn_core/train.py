@@ -27,7 +27,7 @@ from .memory import release_free_memory
 from .metrics import Scores, score
 from .model import CRNN, count_parameters
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, atomic_write_bytes, load_model, preprocess_for,
-                        read_payload, save_checkpoint, save_model)
+                        read_payload, remove_stale_temp_files, save_checkpoint, save_model)
 from .plots import CurvePlotter
 from .recognizer import recognize_arrays, resolve_device
 
@@ -36,6 +36,9 @@ MIN_TRAIN_SAMPLES = 2
 # Training batches are padded to a multiple of this width. Every distinct batch shape makes
 # oneDNN build and cache new kernels: with free widths, resident memory grew ~150 MB an epoch.
 TRAIN_WIDTH_MULTIPLE = 16
+# Training stops (best model kept) after this many batches in a row with a non-finite loss
+# or gradient: past that, the run is not recovering on its own.
+MAX_NONFINITE_STREAK = 50
 
 
 @dataclass
@@ -91,10 +94,11 @@ def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) ->
 class _Prepared:
     """A split decoded once into memory: uint8 arrays, texts, encoded targets."""
 
-    def __init__(self, arrays: list[np.ndarray], texts: list[str], paths: list[Path]):
+    def __init__(self, arrays: list[np.ndarray], texts: list[str], paths: list[Path], origins: list[str] | None = None):
         self.arrays = arrays
         self.texts = texts
         self.paths = paths
+        self.origins = origins or [str(p) for p in paths]  # label file:line, for messages
         self.widths = [a.shape[1] for a in arrays]
         self.targets: list[list[int]] = []
 
@@ -108,7 +112,8 @@ def _prepare(dataset: Dataset, preprocess, threads: int, emit: Callback, split: 
                                 lambda done: emit("loading", {"split": split, "done": done, "total": total}))
     keep = [i for i, a in enumerate(arrays) if a is not None]
     prepared = _Prepared([arrays[i] for i in keep], [dataset.samples[i].text for i in keep],
-                         [dataset.samples[i].path for i in keep])
+                         [dataset.samples[i].path for i in keep], [dataset.samples[i].origin or
+                                                                   str(dataset.samples[i].path) for i in keep])
     return prepared, problems
 
 
@@ -150,15 +155,17 @@ def _drop_unusable(train: _Prepared, alphabet: Alphabet, config: ModelConfig) ->
         steps = config.time_steps(train.widths[i])
         needed = ctc_needed_steps(ids)
         if needed > steps:
-            problems.append(Problem(str(train.paths[i]),
+            problems.append(Problem(train.origins[i],
                                     f"label of {len(text)} chars needs {needed} CTC steps, the image gives {steps} "
-                                    f"(width {train.widths[i]} px at height {config.height}); skipped"))
+                                    f"({train.paths[i].name}: width {train.widths[i]} px at height {config.height}); "
+                                    "skipped"))
             continue
         keep.append(i)
         targets.append(ids)
     train.arrays = [train.arrays[i] for i in keep]
     train.texts = [train.texts[i] for i in keep]
     train.paths = [train.paths[i] for i in keep]
+    train.origins = [train.origins[i] for i in keep]
     train.widths = [train.widths[i] for i in keep]
     train.targets = targets
     return problems
@@ -209,6 +216,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         alphabet = Alphabet(payload["alphabet"])
         state = payload["state"]
         state["state_dict"] = payload["state_dict"]
+        remove_stale_temp_files(run_dir)  # left by a write that a kill cut short
     else:
         if data is None:
             raise CrnnError("no training data given")
@@ -250,8 +258,10 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     else:
         unknown = sorted(set().union(*(alphabet.unknown(t) for t in train_data.texts)))
         if unknown:
+            first = next(i for i, t in enumerate(train_data.texts) if alphabet.unknown(t))
             raise DatasetError(
                 f"{data}: characters not in the model's alphabet: {''.join(unknown)!r} "
+                f"(first in {train_data.origins[first]}: {train_data.texts[first]!r}) "
                 "(extending an alphabet when fine-tuning is not supported yet)")
     if model_config.head == "softmax" and model_config.head_length is None:
         # L from the data: the longest label in either split, so validation can be read in full.
@@ -346,6 +356,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     deadline = (started + train_config.max_minutes * 60) if train_config.max_minutes else None
     stop_reason = "completed all epochs"
     epoch = start_epoch - 1
+    nonfinite_streak = 0
     for epoch in range(start_epoch, train_config.epochs + 1):
         model.train()
         epoch_start = time.monotonic()
@@ -391,22 +402,35 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
                 target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
                 loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)
             optimizer.zero_grad(set_to_none=True)
+            stepped = False
             # A non-finite loss on any rank skips the step on all (a rank alone in backward would hang).
             (non_finite,) = ctx.any(not bool(torch.isfinite(loss)))
             if not non_finite:
                 if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                    scaler.step(optimizer)
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+                    scaler.step(optimizer)  # skips the update by itself on an inf/NaN gradient
                     scaler.update()
                 else:
                     loss.backward()
-                    nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                    optimizer.step()
-                losses.append(loss.item())
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+                    if torch.isfinite(grad_norm):  # a NaN gradient would poison every weight
+                        optimizer.step()
+                # DDP averages gradients, so every rank sees the same norm and takes the same branch
+                if torch.isfinite(grad_norm):
+                    losses.append(loss.item())
+                    stepped = True
+            if stepped:
+                nonfinite_streak = 0
             else:
                 skipped_steps += 1
+                nonfinite_streak += 1
+                if nonfinite_streak >= MAX_NONFINITE_STREAK:
+                    kept = f"best.pt from epoch {best['epoch']} is kept" if best["epoch"] else "no best model yet"
+                    raise CrnnError(
+                        f"{run_dir}: training stopped at epoch {epoch}, step {step + 1}: {nonfinite_streak} batches "
+                        f"in a row gave a non-finite loss or gradient (try a lower --lr, or check the data); {kept}")
             scheduler.step()
             seen += len(batch) * ctx.world
             emit("step", {"epoch": epoch, "step": step + 1, "steps": len(batches),

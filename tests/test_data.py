@@ -37,10 +37,12 @@ def test_list_file_problems_are_reported_with_line_numbers(tmp_path):
     assert any("labels.tsv:4" in m and "empty label" in m for m in messages)
 
 
-def test_non_utf8_list_file_names_the_line(tmp_path):
+def test_non_utf8_line_is_reported_with_its_number_and_skipped(tmp_path):
+    render_text("1").save(tmp_path / "a.png")
     (tmp_path / "labels.tsv").write_bytes(b"a.png\tok\nb.png\t\xff\xfe\n")
-    with pytest.raises(DatasetError, match=r"labels.tsv:2: not UTF-8"):
-        discover(tmp_path)
+    ds = discover(tmp_path)
+    assert [s.text for s in ds.samples] == ["ok"]
+    assert [str(p).split("/")[-1] for p in ds.problems] == ["labels.tsv:2: not UTF-8 text (byte 0xff at column 7)"]
 
 
 def test_sidecar_format(sidecar_copy):

@@ -83,4 +83,5 @@ def test_labels_too_long_for_ctc_are_skipped_and_reported(tiny_data, tmp_path):
     (data / "train" / "labels.tsv").write_text("".join(rows))
     result = train(data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=1, **TINY))
     assert len(result.skipped) == 1
-    assert "CTC steps" in result.skipped[0].message and "2.png" in result.skipped[0].where
+    assert "CTC steps" in result.skipped[0].message and "2.png" in result.skipped[0].message
+    assert result.skipped[0].where.endswith("labels.tsv:3")
