@@ -14,7 +14,7 @@ from .errors import ConfigError
 
 HEADS = ("ctc", "softmax")
 # How the softmax head turns the column sequence into its L positions.
-REDUCTIONS = ("mean", "last")
+REDUCTIONS = ("mean", "last", "attention")
 DEFAULT_MODEL = "crnn-small"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

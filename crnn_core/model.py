@@ -52,7 +52,9 @@ class SoftmaxHead(nn.Module):
     `mean`: position i reads the i-th of L equal bins of columns (with a BiLSTM below, each
     column already sees the whole line). `last`: the final RNN state summarises the image (as
     Keras' LSTM without return_sequences); for L > 1 a linear layer spreads it over L
-    positions. Either way one shared classifier holds a row per class.
+    positions. `attention`: a learned query per position weighs the columns (softmax over the
+    image's own columns), so position i can find the i-th character wherever it sits. Each
+    way, one shared classifier holds a row per class.
     """
 
     def __init__(self, features: int, num_classes: int, length: int, reduce: str, bidirectional: bool):
@@ -61,12 +63,21 @@ class SoftmaxHead(nn.Module):
         self.reduce = reduce
         self.bidirectional = bidirectional
         self.expand = nn.Linear(features, length * features) if reduce == "last" and length > 1 else None
+        # attention: one learned query per position scores every column; the position reads
+        # the columns its query picks (softmax over the image's own columns).
+        self.queries = nn.Parameter(torch.randn(length, features) / features ** 0.5) if reduce == "attention" else None
         self.classify = nn.Linear(features, num_classes)
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """`lengths`: each sample's own number of columns in a right-padded training batch."""
         if self.reduce == "mean":
             return self.classify(bin_means(seq, self.length, lengths))
+        if self.queries is not None:
+            scores = torch.einsum("lf,tbf->blt", self.queries, seq) / seq.shape[2] ** 0.5
+            if lengths is not None:  # batch padding past an image's own columns is not looked at
+                t = torch.arange(seq.shape[0], device=seq.device)
+                scores = scores.masked_fill(t[None, None, :] >= lengths.to(seq.device)[:, None, None], float("-inf"))
+            return self.classify(torch.einsum("blt,tbf->lbf", scores.softmax(-1), seq))
         # The forward direction ends at the sample's last real column (past it lies batch
         # padding, which a one-way LSTM would have to carry the character across), the
         # backward direction at the first column.

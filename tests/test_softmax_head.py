@@ -32,7 +32,7 @@ def softmax_config(name: str = "crnn-tiny", length: int = 4, reduce: str = "mean
 
 
 # -- shapes --------------------------------------------------------------------------------
-@pytest.mark.parametrize("reduce", ["mean", "last"])
+@pytest.mark.parametrize("reduce", ["mean", "last", "attention"])
 @pytest.mark.parametrize("length", [1, 4, 30])  # 30 > T for the narrow image: positions share columns
 @pytest.mark.parametrize("width", [20, 100, 313])
 def test_output_is_L_positions_whatever_the_width(reduce, length, width):
@@ -280,7 +280,7 @@ def test_too_long_labels_raise_from_the_library(tiny_data, tmp_path):
         train(tiny_data, tmp_path / "run", softmax_config(length=2), TrainConfig(epochs=1))
 
 
-@pytest.mark.parametrize("reduce", ["mean", "last"])
+@pytest.mark.parametrize("reduce", ["mean", "last", "attention"])
 def test_a_padded_training_batch_reads_each_image_as_it_reads_alone(reduce):
     # Training pads a batch to its widest image; with `lengths` the head must give each image
     # what the model gives it alone (inference batches equal widths, so never pads).
@@ -294,3 +294,17 @@ def test_a_padded_training_batch_reads_each_image_as_it_reads_alone(reduce):
         assert torch.allclose(together[:, 0], model(narrow)[:, 0], atol=1e-5)
         assert torch.allclose(together[:, 1], model(wide)[:, 0], atol=1e-5)
         assert not torch.allclose(model(padded)[:, 0], model(narrow)[:, 0], atol=1e-3)  # without lengths it differs
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_attention_reduce_exports_with_a_dynamic_width(fmt, tmp_path):
+    from crnn_core.alphabet import Alphabet
+    from crnn_core.export import export
+    from crnn_core.modelfile import LoadedModel, preprocess_for
+
+    torch.manual_seed(0)
+    config = softmax_config(length=5, reduce="attention")
+    alphabet = Alphabet("0123456789")
+    loaded = LoadedModel(CRNN(config, alphabet.num_classes).eval(), config, alphabet, preprocess_for(config))
+    report = export(loaded, fmt, tmp_path / f"m.{fmt}")  # raises if any check image reads differently
+    assert report.texts_equal == report.texts_checked == 9
