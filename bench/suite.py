@@ -130,7 +130,7 @@ def fraction(model_name: str, rate: float, width: float, factor: int) -> str:
 
 
 # ---------------------------------------------------------------- train
-def bare_rate(model_name: str, steps: int, reps: int) -> tuple[list[float], float]:
+def bare_rate(model_name: str, steps: int, reps: int, bf16: bool = False) -> tuple[list[float], float]:
     """`crnn train`'s step (forward, CTC, backward, clip, AdamW) on batches already in memory."""
     from crnn_core.alphabet import Alphabet
     from crnn_core.config import TrainConfig, load_model_config
@@ -162,7 +162,9 @@ def bare_rate(model_name: str, steps: int, reps: int) -> tuple[list[float], floa
     for rep in range(reps + 1):  # round 0 builds oneDNN's kernels for each width (as epoch 1 does)
         start, seen = time.perf_counter(), 0
         for images, in_len, flat, tgt_len in batches:
-            loss = ctc(model(images), flat, in_len, tgt_len)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                log_probs = model(images)
+            loss = ctc(log_probs, flat, in_len, tgt_len)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -215,6 +217,12 @@ def train(args) -> None:
                 f"{e2e['median']:.1f} (epochs 2+: {runs_str(e2e['rates_after_first_epoch'])}; epoch 1: {e2e['epoch1']:.1f})")
             row("train", f"{name} data-path ratio e2e / bare (target >= 90%)",
                 f"{100 * ratio:.1f}% -> {'met' if ratio >= 0.9 else 'NOT met'}")
+            if name == "crnn-small" and "avx512_bf16" in open("/proc/cpuinfo").read():
+                bf, _ = bare_rate(name, steps, 1 if args.quick else 3, bf16=True)
+                RESULTS["train"][name]["bare_bf16"] = bf
+                row("train", f"{name} bare step with bf16 autocast, samples/s; bf16 / fp32 (target >= 1.7x)",
+                    f"{med(bf):.1f} (runs {runs_str(bf)}); {med(bf) / bare:.2f}x -> "
+                    f"{'met' if med(bf) / bare >= 1.7 else 'NOT met'}")
         for name in ["crnn-tiny"] + (["crnn-paper"] if args.paper else []):
             n_runs = 1 if args.quick else 3
             results = [naive(name, 10 if args.quick else 30, args.threads if args.threads_given else None)
