@@ -36,7 +36,7 @@ def test_ranks_stay_in_sync_and_write_one_set_of_files(two_process_run):
     digests = sync[0].split("rank ")[1].split(", ")
     assert len(digests) == 2 and digests[0] == digests[1]
     assert sum(line.startswith("epoch   1") for line in result.stderr.splitlines()) == 1  # rank 0 logs alone
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt", "metrics.jsonl"]
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1] and history[0]["processes"] == 2
 
