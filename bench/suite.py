@@ -49,6 +49,7 @@ RESULTS: dict = {}
 
 
 def row(section: str, what: str, value: str) -> None:
+    value = " ".join(value.replace("|", "/").split())  # one Markdown table cell
     ROWS.append((section, what, value))
     print(f"  [{section}] {what}: {value}", file=sys.stderr, flush=True)
 
