@@ -29,6 +29,15 @@ class ExportFormat(str, Enum):
     pt2 = "pt2"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
 class LabelMode(str, Enum):
     auto = "auto"
     filename = "filename"
@@ -239,6 +248,8 @@ def predict(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device"),
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
+    backend: Backend = typer.Option(Backend.torch, "--backend", help="torch (eager) or onnx (ONNX Runtime; a .pt model is exported once into a cache, or give a .onnx from `crnn export`)."),
+    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantisation of the LSTM and linear layers (CPU; see docs/performance.md for its accuracy cost)."),
 ) -> None:
     """Read the text in images. Results stream to stdout in input order; errors go to stderr.
 
@@ -251,7 +262,8 @@ def predict(
             raise typer.BadParameter("give images or folders, or pipe paths in with '-'", param_hint="INPUTS")
         inputs = ["-"]
     reading_stdin = "-" in inputs
-    recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads)
+    recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads,
+                            backend=backend.value, quantize=quantize.value if quantize else None)
     sys.stdout.reconfigure(line_buffering=reading_stdin)
     failures = 0
     with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:

@@ -59,8 +59,15 @@ class Recognizer:
     """A loaded model ready to read images: `Recognizer("codes-small").predict_paths([...])`."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
-                 batch_size: int = 64, beam: int = 1, threads: int = 2):
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+                 batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "torch",
+                 quantize: str | None = None):
+        if backend != "torch" or quantize or str(model).endswith(".onnx"):  # ONNX Runtime or int8: backends.py
+            from .backends import backend_device, load_for_backend
+
+            device = backend_device(device, backend, quantize, model)
+            self.loaded = load_for_backend(model, backend, quantize)
+        else:
+            self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.device = resolve_device(device)
         self.model = self.loaded.model.to(self.device).eval()
         self.batch_size = batch_size

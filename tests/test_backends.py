@@ -1,0 +1,124 @@
+"""Prediction backends: ONNX Runtime and int8 read like the eager model, through the same Recognizer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE
+from test_cli import CRNN
+
+pytest.importorskip("onnxruntime")
+
+VAL = SAMPLE / "codes" / "val"
+
+
+def crnn(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CRNN, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+
+
+def val_images(count: int) -> tuple[list[str], list[str]]:
+    rows = [line.split("\t") for line in (VAL / "labels.tsv").read_text(encoding="utf-8").splitlines()][:count]
+    return [str(VAL / name) for name, _ in rows], [text for _, text in rows]
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """The ONNX cache of a bundled model goes to the temp folder: make it this test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def read(recognizer, paths):
+    return [(p.text, p.confidence) for p in recognizer.predict_paths(paths)]
+
+
+def test_onnx_backend_reads_like_eager(private_tmp):
+    from crnn_core.backends import OnnxModel
+    from crnn_core.recognizer import Recognizer
+
+    paths, _ = val_images(24)
+    eager = read(Recognizer("codes-small"), paths)
+    onnx = Recognizer("codes-small", backend="onnx")
+    assert isinstance(onnx.model, OnnxModel)
+    assert onnx.model.path.parent.parent == private_tmp  # the bundled folder is not written to
+    got = read(onnx, paths)
+    assert [t for t, _ in got] == [t for t, _ in eager]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(got, eager)) < 1e-3
+
+
+def test_onnx_cache_beside_model_is_made_once(tmp_path):
+    from crnn_core.backends import load_for_backend
+    from crnn_core.config import bundled_dir
+
+    model = tmp_path / "codes.pt"
+    shutil.copy(Path(str(bundled_dir())) / "codes-small.pt", model)
+    first = load_for_backend(model, "onnx").model.path
+    assert first.parent == tmp_path and first.suffix == ".onnx"
+    stamp = first.stat().st_mtime_ns
+    second = load_for_backend(model, "onnx").model.path
+    assert second == first and second.stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_exported_onnx_file_runs_directly(tmp_path):
+    from crnn_core.export import export
+    from crnn_core.modelfile import load_model
+    from crnn_core.recognizer import Recognizer
+
+    out = export(load_model("codes-small"), "onnx", tmp_path / "codes.onnx").path
+    paths, _ = val_images(8)
+    direct = Recognizer(str(out))  # a .onnx file runs in ONNX Runtime without asking
+    assert direct.loaded.alphabet.chars == load_model("codes-small").alphabet.chars
+    assert [t for t, _ in read(direct, paths)] == [t for t, _ in read(Recognizer("codes-small"), paths)]
+
+
+def test_int8_quantizes_lstm_and_linear_and_keeps_accuracy(private_tmp):
+    import torch
+
+    from crnn_core.recognizer import Recognizer
+
+    paths, truth = val_images(60)
+    int8 = Recognizer("codes-small", quantize="int8")
+    kinds = {type(m).__name__ for m in int8.model.modules()}
+    assert {"LSTM", "Linear"} <= kinds
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in int8.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
+    eager = [t for t, _ in read(Recognizer("codes-small"), paths)]
+    quant = [t for t, _ in read(int8, paths)]
+    agree = sum(a == b for a, b in zip(eager, quant))
+    assert agree >= 0.9 * len(paths), (agree, len(paths))
+    right_eager = sum(a == b for a, b in zip(eager, truth))
+    right_quant = sum(a == b for a, b in zip(quant, truth))
+    assert right_quant >= right_eager - 0.05 * len(paths)
+
+
+def test_cli_backends_print_the_same(private_tmp):
+    paths, _ = val_images(4)
+    env_tmp = {"TMPDIR": str(private_tmp)}
+    outputs = {}
+    for args in ((), ("--backend", "onnx"), ("--backend", "onnx", "--quantize", "int8")):
+        result = crnn("predict", *paths, "--format", "text", *args, env=env_tmp)
+        assert result.returncode == 0, result.stderr
+        outputs[args] = result.stdout
+    assert outputs[("--backend", "onnx")] == outputs[()]
+    assert len(outputs[("--backend", "onnx", "--quantize", "int8")].splitlines()) == 4
+
+
+def test_cli_backend_errors_are_one_line(tmp_path):
+    path = val_images(1)[0][0]
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"not onnx")
+    for args, words in ((("--backend", "onnx", "--device", "cuda"), "CPU only"),
+                        (("--model", onnx_file), "not a readable ONNX file"),
+                        (("--model", onnx_file, "--backend", "onnx"), "not a readable ONNX file")):
+        result = crnn("predict", path, *args)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("crnn: error:") and words in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr
