@@ -39,6 +39,9 @@ class Augment(str, Enum):
 
 
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."
+PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}' (beam search over the "
+                "regex's automaton; --beam defaults to 16 here).")
+LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
 def train(
@@ -109,12 +112,18 @@ def evaluate(
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
     device: str = typer.Option("auto", "--device"),
     show: int = typer.Option(10, "--show", min=0, help="How many of the worst errors to list."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
 ) -> None:
     """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors."""
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
 
-    report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device)
+    _check_one_constraint(pattern, lexicon)
+    report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device,
+                      pattern=pattern, lexicon=lexicon)
+    for line in (report.constraint or {}).get("notes", []):
+        render.note(line)
     to_stdout = json_out == "-"
     render.eval_summary(report, show, to_stderr=to_stdout)
     if json_out is not None:
@@ -124,6 +133,11 @@ def evaluate(
         else:
             atomic_write_bytes(Path(json_out), text.encode())
             render.note(f"wrote {json_out}")
+
+
+def _check_one_constraint(pattern: Optional[str], lexicon: Optional[Path]) -> None:
+    if pattern is not None and lexicon is not None:
+        raise typer.BadParameter("give --pattern or --lexicon, not both", param_hint="--pattern")
 
 
 def _expand_inputs(inputs: List[str]):
@@ -150,10 +164,14 @@ def predict(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device"),
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
 ) -> None:
     """Read the text in images. Results stream to stdout in input order; errors go to stderr.
 
-    Exit code 1 if any input could not be read (the others still get results).
+    Exit code 1 if any input could not be read (the others still get results). With --pattern
+    or --lexicon, an image with no accepted reading gets an empty text, confidence 0 and, in
+    jsonl, "matched": false.
     """
     from crnn_core.recognizer import Recognizer
 
@@ -162,9 +180,14 @@ def predict(
             raise typer.BadParameter("give images or folders, or pipe paths in with '-'", param_hint="INPUTS")
         inputs = ["-"]
     reading_stdin = "-" in inputs
-    recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads)
+    _check_one_constraint(pattern, lexicon)
+    recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads,
+                            pattern=pattern, lexicon=lexicon)
+    for line in recognizer.constraint.notes if recognizer.constraint else ():
+        render.note(line)
     sys.stdout.reconfigure(line_buffering=reading_stdin)
     failures = 0
+    unmatched = 0
     with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:
         paths = display.paths if display.paths is not None else _expand_inputs(inputs)
         for prediction in recognizer.predict_paths(paths, max_wait=0.2 if reading_stdin else None):
@@ -179,10 +202,15 @@ def predict(
             elif fmt is OutputFormat.tsv:
                 sys.stdout.write(f"{prediction.path}\t{prediction.text}\t{prediction.confidence:.4f}\n")
             else:
-                sys.stdout.write(json.dumps({"path": prediction.path, "text": prediction.text,
-                                             "confidence": round(prediction.confidence, 4)}, ensure_ascii=False) + "\n")
+                record = {"path": prediction.path, "text": prediction.text, "confidence": round(prediction.confidence, 4)}
+                if prediction.matched is not None:
+                    record["matched"] = prediction.matched
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            unmatched += prediction.matched is False
             display.advance()
     sys.stdout.flush()
+    if unmatched:
+        render.note(f"{unmatched} input(s) had no reading the {recognizer.constraint.kind} accepts (empty text)")
     if failures:
         render.note(f"{failures} input(s) could not be read")
         raise typer.Exit(1)

@@ -167,6 +167,9 @@ def eval_summary(report, show: int, to_stderr: bool) -> None:
     table.add_row("speed", f"{report.lines_per_second:.0f} lines/s  ({report.seconds:.2f} s)")
     if report.problems:
         table.add_row("skipped", f"{len(report.problems)} (first: {report.problems[0]})")
+    if getattr(report, "constraint", None):
+        c = report.constraint
+        table.add_row(c["kind"], f"{c['source']}  (beam {c['beam']}; no accepted reading: {report.unmatched})")
     console.print(table)
     worst = report.worst(show)
     if worst:
