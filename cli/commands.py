@@ -32,6 +32,12 @@ class LabelMode(str, Enum):
     filename = "filename"
 
 
+class AlphabetMode(str, Enum):
+    union = "union"
+    new = "new"
+    keep = "keep"
+
+
 class Augment(str, Enum):
     none = "none"
     light = "light"
@@ -57,7 +63,9 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
-    init: Optional[str] = typer.Option(None, "--init", help="Start from this trained model's weights (same alphabet)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this trained model (its architecture and preprocessing)."),
+    alphabet: AlphabetMode = typer.Option(AlphabetMode.union, "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
+    freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help="auto: list file or .gt.txt sidecars; filename: the file name is the label."),
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
@@ -74,6 +82,18 @@ def train(
 
     if data is None and resume is None:
         raise typer.BadParameter("give a DATA folder, or --resume RUN", param_hint="DATA")
+    if init is not None and (model is not None or height is not None):
+        raise typer.BadParameter("--init takes the architecture and input height from the model; drop --model/--height",
+                                 param_hint="--init")
+    freeze = None
+    if freeze_backbone is not None:
+        freeze = "all" if freeze_backbone.strip().lower() == "all" else None
+        if freeze is None:
+            try:
+                freeze = int(freeze_backbone)
+            except ValueError:
+                raise typer.BadParameter(f"a number of epochs or 'all', not {freeze_backbone!r}",
+                                         param_hint="--freeze-backbone") from None
     model_config: Optional[ModelConfig] = None
     train_config = TrainConfig()
     if config is not None:
@@ -91,11 +111,12 @@ def train(
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
+        "freeze_backbone": freeze,
     }.items() if v is not None}
 
     with render.TrainDisplay() as display:
         result = run_training(data, out, model_config, train_config, val=val, labels=labels.value, resume=resume,
-                              init=init, overrides=overrides, on_event=display.on_event,
+                              init=init, init_alphabet=alphabet.value, overrides=overrides, on_event=display.on_event,
                               should_stop=display.should_stop)
     render.train_summary(result)
     best = result.run_dir / "best.pt"

@@ -90,6 +90,11 @@ class TrainDisplay:
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
+    def _finetune(self, info: dict[str, Any]) -> None:
+        frozen = info["freeze_backbone"]
+        freeze = {0: ""}.get(frozen, "; backbone frozen " + ("throughout" if frozen == "all" else f"for {frozen} epoch(s)"))
+        note(f"fine-tuning {info['init']} (--alphabet {info['alphabet_mode']}): {info['summary']}{freeze}")
+
     def _start(self, info: dict[str, Any]) -> None:
         if self.load_task is not None:
             self.progress.remove_task(self.load_task)

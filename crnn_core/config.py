@@ -205,6 +205,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: str = "default"
     threads: int | None = None
+    freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,6 +222,9 @@ class TrainConfig:
             raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(names)})")
         if "augment" in raw and raw["augment"] not in ("none", "light", "default"):
             raise ConfigError(f"{source}: augment must be none, light or default, not {raw['augment']!r}")
+        freeze = raw.get("freeze_backbone", 0)
+        if not (freeze == "all" or (isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0)):
+            raise ConfigError(f"{source}: freeze_backbone must be a number of epochs or 'all', not {freeze!r}")
         try:
             return cls(**raw)
         except TypeError as exc:

@@ -20,8 +20,9 @@ from . import __version__
 from .alphabet import Alphabet
 from .augment import augment
 from .config import ModelConfig, TrainConfig, dump_run_config
-from .data import Dataset, Problem, load_all, split_dataset, to_tensor_batch, width_batches
+from .data import Dataset, Preprocess, Problem, load_all, split_dataset, to_tensor_batch, width_batches
 from .errors import CrnnError, DatasetError
+from .finetune import backbone_frozen, init_from, plan_alphabet, set_backbone_frozen
 from .memory import release_free_memory
 from .metrics import score
 from .model import CRNN, count_parameters
@@ -133,12 +134,14 @@ def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
 
 def train(data: str | Path | None, out_dir: str | Path | None, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, val: str | Path | None = None, labels: str = "auto",
-          resume: str | Path | None = None, init: str | Path | None = None,
+          resume: str | Path | None = None, init: str | Path | None = None, init_alphabet: str = "union",
           overrides: dict[str, Any] | None = None, on_event: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a CRNN on DATA into a run directory; see docs for the files it writes.
 
     `overrides` are train settings given explicitly (e.g. on the command line); they apply on
-    top of `train_config`, or of the saved settings when resuming. `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
+    top of `train_config`, or of the saved settings when resuming. With `init`, the model's
+    architecture and preprocessing are used and `init_alphabet` (union, new, keep) says how
+    its alphabet meets the data's (see finetune.py). `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
     "stop"); `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
@@ -146,6 +149,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     state: dict[str, Any] = {}
     alphabet: Alphabet | None = None
     init_model: LoadedModel | None = None
+    preprocess: Preprocess | None = None
 
     if resume is not None:
         run_dir = Path(resume)
@@ -160,6 +164,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         val = val or info.get("val")
         labels = info.get("labels", labels)
         alphabet = Alphabet(payload["alphabet"])
+        preprocess = Preprocess.from_dict(payload["preprocess"])
         state = payload["state"]
         state["state_dict"] = payload["state_dict"]
     else:
@@ -173,7 +178,8 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if init is not None:
             init_model = load_model(init)
             model_config = init_model.config
-            alphabet = init_model.alphabet
+            # Fine-tuning reads images exactly as the initial model was trained to, never re-guessed.
+            preprocess = init_model.preprocess
         model_config = model_config or ModelConfig()
 
     assert train_config is not None and model_config is not None
@@ -182,12 +188,14 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     device = resolve_device(train_config.device)
-    preprocess = preprocess_for(model_config)
+    preprocess = preprocess or preprocess_for(model_config)
 
     train_set, val_set = split_dataset(data, val, labels, train_config.val_fraction)
     threads = max(1, min(4, os.cpu_count() or 1))
     train_data, train_bad = _prepare(train_set, preprocess, threads, emit, "train")
     val_data, val_bad = _prepare(val_set, preprocess, threads, emit, "val")
+    if init_model is not None:
+        alphabet = plan_alphabet(init_model.alphabet, train_data.texts, init_alphabet, str(data))
     if alphabet is None:
         alphabet = Alphabet.from_texts(train_data.texts)
     else:
@@ -195,7 +203,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if unknown:
             raise DatasetError(
                 f"{data}: characters not in the model's alphabet: {''.join(unknown)!r} "
-                "(extending an alphabet when fine-tuning is not supported yet)")
+                "(a run's alphabet is fixed; start a new run with --init and --alphabet union)")
     ctc_bad = _drop_unusable(train_data, alphabet, model_config)
     skipped = train_set.problems + val_set.problems + train_bad + val_bad + ctc_bad
     if skipped:
@@ -207,8 +215,12 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         raise DatasetError(f"{val or data}: no usable validation samples")
 
     model = CRNN(model_config, alphabet.num_classes)
+    surgery = None
     if init_model is not None:
-        model.load_state_dict(init_model.model.state_dict())
+        surgery = init_from(model, init_model.model.state_dict(), init_model.alphabet, alphabet,
+                            seed=train_config.seed)
+        emit("finetune", {"init": str(init), "alphabet_mode": init_alphabet, "summary": surgery.summary(),
+                          "freeze_backbone": train_config.freeze_backbone})
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
@@ -247,6 +259,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         "data": str(data), "val": str(val) if val is not None else None, "labels": labels,
         "config": train_config.to_dict(), "crnn_version": __version__, "torch_version": str(torch.__version__),
         "train_samples": len(train_data), "val_samples": len(val_data), "init": str(init) if init else None,
+        "init_alphabet": init_alphabet if init else None, "surgery": surgery.to_dict() if surgery else None,
     }
     emit("start", {"run_dir": str(run_dir), "epochs": train_config.epochs, "start_epoch": start_epoch,
                    "steps_per_epoch": steps_per_epoch, "train_samples": len(train_data),
@@ -265,6 +278,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     epoch = start_epoch - 1
     for epoch in range(start_epoch, train_config.epochs + 1):
         model.train()
+        set_backbone_frozen(model, backbone_frozen(train_config.freeze_backbone, epoch))
         epoch_start = time.monotonic()
         if pending is not None:  # finish the epoch an interruption cut short, with the same batches
             batches, first_step, losses = pending["batches"], pending["next_step"], list(pending["losses"])
