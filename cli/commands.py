@@ -161,6 +161,11 @@ def _check_one_constraint(pattern: Optional[str], lexicon: Optional[Path]) -> No
         raise typer.BadParameter("give --pattern or --lexicon, not both", param_hint="--pattern")
 
 
+def _low(prediction, threshold: float) -> bool:
+    value = prediction.p_correct if prediction.p_correct is not None else prediction.confidence
+    return value < threshold
+
+
 def _expand_inputs(inputs: List[str]):
     """Paths from arguments: files as given, folders as their images (sorted), '-' as stdin lines."""
     from crnn_core.data import list_images
@@ -187,6 +192,8 @@ def predict(
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Flag lines whose calibrated chance of being right (raw confidence if the model has no calibration) is below this."),
+    low_exit_code: Optional[int] = typer.Option(None, "--low-exit-code", min=2, max=125, help="With --min-confidence: exit with this code when any line was flagged."),
 ) -> None:
     """Read the text in images. Results stream to stdout in input order; errors go to stderr.
 
@@ -209,6 +216,7 @@ def predict(
     sys.stdout.reconfigure(line_buffering=reading_stdin)
     failures = 0
     unmatched = 0
+    flagged = 0
     with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:
         paths = display.paths if display.paths is not None else _expand_inputs(inputs)
         for prediction in recognizer.predict_paths(paths, max_wait=0.2 if reading_stdin else None):
@@ -226,15 +234,25 @@ def predict(
                 record = {"path": prediction.path, "text": prediction.text, "confidence": round(prediction.confidence, 4)}
                 if prediction.matched is not None:
                     record["matched"] = prediction.matched
+                if prediction.p_correct is not None:
+                    record["p_correct"] = round(prediction.p_correct, 4)
+                if min_confidence is not None:
+                    record["low_confidence"] = _low(prediction, min_confidence)
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
             unmatched += prediction.matched is False
+            flagged += prediction.error is None and min_confidence is not None and _low(prediction, min_confidence)
             display.advance()
     sys.stdout.flush()
     if unmatched:
         render.note(f"{unmatched} input(s) had no reading the {recognizer.constraint.kind} accepts (empty text)")
+    if min_confidence is not None:
+        measure = "calibrated chance of being right" if recognizer.calibration else "raw confidence (no calibration)"
+        render.note(f"{flagged} line(s) below --min-confidence {min_confidence:g} ({measure})")
     if failures:
         render.note(f"{failures} input(s) could not be read")
         raise typer.Exit(1)
+    if flagged and low_exit_code is not None:
+        raise typer.Exit(low_exit_code)
 
 
 def export(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .calibration import Calibration
 from .constrained import DEFAULT_BEAM, Constraint, decode_batch_constrained, make_constraint
 from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_tensor_batch
 from .decode import decode_batch
@@ -26,6 +27,7 @@ class Prediction:
     confidence: float = 0.0
     error: str | None = None  # set when the input could not be read; text is then empty
     matched: bool | None = None  # with a pattern or lexicon: False when no accepted reading was found
+    p_correct: float | None = None  # calibrated chance the text is right, when the model has a calibration
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -73,6 +75,7 @@ class Recognizer:
         # --pattern / --lexicon: a beam search (default width 16) over the regex's automaton or the word trie
         self.constraint = make_constraint(self.loaded.alphabet, pattern, lexicon, beam if beam > 1 else DEFAULT_BEAM,
                                           self.loaded.config.head)
+        self.calibration = Calibration.from_dict(self.loaded.train.get("calibration"))
         self.device = resolve_device(device)
         self.model = self.loaded.model.to(self.device).eval()
         self.batch_size = batch_size
@@ -129,9 +132,12 @@ class Recognizer:
         for i, path in enumerate(chunk):
             if i in outputs:
                 text, confidence = outputs[i]
+                p_correct = None
+                if self.calibration is not None:
+                    p_correct = self.calibration(confidence) if text is not None else 0.0
                 if self.constraint is None:
-                    yield Prediction(path, text, confidence)
+                    yield Prediction(path, text, confidence, p_correct=p_correct)
                 else:
-                    yield Prediction(path, text or "", confidence, matched=text is not None)
+                    yield Prediction(path, text or "", confidence, matched=text is not None, p_correct=p_correct)
             else:
                 yield Prediction(path, error=loaded[i])

@@ -19,6 +19,7 @@ from torch import nn
 from . import __version__
 from .alphabet import Alphabet
 from .augment import augment
+from .calibration import calibrate_file
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .data import Dataset, Preprocess, Problem, load_all, split_dataset, to_tensor_batch, width_batches
 from .errors import CrnnError, DatasetError
@@ -365,6 +366,10 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if should_stop is not None and should_stop():
             stop_reason = "interrupted; continue with --resume"
             break
+    if not stop_reason.startswith("interrupted") and (run_dir / "best.pt").exists():
+        # Confidence -> chance of being right, fitted on the validation set, stored in best.pt.
+        calibration = calibrate_file(run_dir / "best.pt", val_data.arrays, val_data.texts, device)
+        emit("calibrated", {"samples": calibration.samples, "table": calibration.table})
     seconds = elapsed_before + time.monotonic() - started
     emit("stop", {"reason": stop_reason, "seconds": seconds})
     return TrainResult(run_dir, best["epoch"], best, epoch, stop_reason, seconds, history, skipped)
