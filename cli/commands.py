@@ -55,6 +55,12 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class AlphabetMode(str, Enum):
+    union = "union"
+    new = "new"
+    keep = "keep"
+
+
 class Augment(str, Enum):
     none = "none"
     light = "light"
@@ -62,6 +68,9 @@ class Augment(str, Enum):
 
 
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."
+PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}' (beam search over the "
+                "regex's automaton; --beam defaults to 16 here).")
+LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
 def train(
@@ -79,7 +88,9 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
-    init: Optional[str] = typer.Option(None, "--init", help="Start from this trained model's weights (same alphabet)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this trained model (its architecture and preprocessing)."),
+    alphabet: AlphabetMode = typer.Option(AlphabetMode.union, "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
+    freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help="auto: list file or .gt.txt sidecars; filename: the file name is the label."),
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
@@ -101,6 +112,18 @@ def train(
 
     if data is None and resume is None:
         raise typer.BadParameter("give a DATA folder, or --resume RUN", param_hint="DATA")
+    if init is not None and (model is not None or height is not None):
+        raise typer.BadParameter("--init takes the architecture and input height from the model; drop --model/--height",
+                                 param_hint="--init")
+    freeze = None
+    if freeze_backbone is not None:
+        freeze = "all" if freeze_backbone.strip().lower() == "all" else None
+        if freeze is None:
+            try:
+                freeze = int(freeze_backbone)
+            except ValueError:
+                raise typer.BadParameter(f"a number of epochs or 'all', not {freeze_backbone!r}",
+                                         param_hint="--freeze-backbone") from None
     model_config: Optional[ModelConfig] = None
     train_config = TrainConfig()
     if config is not None:
@@ -128,11 +151,12 @@ def train(
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
         "precision": precision.value if precision else None,
+        "freeze_backbone": freeze,
     }.items() if v is not None}
 
     with render.TrainDisplay() as display:
         result = run_training(data, out, model_config, train_config, val=val, labels=labels.value, resume=resume,
-                              init=init, overrides=overrides, on_event=display.on_event,
+                              init=init, init_alphabet=alphabet.value, overrides=overrides, on_event=display.on_event,
                               should_stop=display.should_stop)
     if result.rank != 0:  # under torchrun, rank 0 reports for all
         return
@@ -180,6 +204,8 @@ def evaluate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one test case per gate, the failed samples (capped)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (for a CI job summary)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with a gallery of the errors."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
 ) -> None:
     """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors.
 
@@ -194,7 +220,11 @@ def evaluate(
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
 
-    report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device)
+    _check_one_constraint(pattern, lexicon)
+    report = run_eval(model, data, labels=labels.value, batch_size=batch_size, beam=beam, device=device,
+                      pattern=pattern, lexicon=lexicon)
+    for line in (report.constraint or {}).get("notes", []):
+        render.note(line)
     s = report.scores
     outcome = gates.check({"accuracy": s.accuracy, "cer": s.cer, "wer": s.wer}, s.samples, report.data,
                           min_accuracy, max_cer, base, max_regression or 0.0)
@@ -224,6 +254,16 @@ def evaluate(
         raise typer.Exit(1)
 
 
+def _check_one_constraint(pattern: Optional[str], lexicon: Optional[Path]) -> None:
+    if pattern is not None and lexicon is not None:
+        raise typer.BadParameter("give --pattern or --lexicon, not both", param_hint="--pattern")
+
+
+def _low(prediction, threshold: float) -> bool:
+    value = prediction.p_correct if prediction.p_correct is not None else prediction.confidence
+    return value < threshold
+
+
 def _expand_inputs(inputs: List[str]):
     """Paths from arguments: files as given, folders as their images (sorted), '-' as stdin lines."""
     from crnn_core.data import list_images
@@ -250,10 +290,16 @@ def predict(
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
     backend: Backend = typer.Option(Backend.torch, "--backend", help="torch (eager) or onnx (ONNX Runtime; a .pt model is exported once into a cache, or give a .onnx from `crnn export`)."),
     quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantisation of the LSTM and linear layers (CPU; see docs/performance.md for its accuracy cost)."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Flag lines whose calibrated chance of being right (raw confidence if the model has no calibration) is below this."),
+    low_exit_code: Optional[int] = typer.Option(None, "--low-exit-code", min=2, max=125, help="With --min-confidence: exit with this code when any line was flagged."),
 ) -> None:
     """Read the text in images. Results stream to stdout in input order; errors go to stderr.
 
-    Exit code 1 if any input could not be read (the others still get results).
+    Exit code 1 if any input could not be read (the others still get results). With --pattern
+    or --lexicon, an image with no accepted reading gets an empty text, confidence 0 and, in
+    jsonl, "matched": false.
     """
     from crnn_core.recognizer import Recognizer
 
@@ -262,10 +308,16 @@ def predict(
             raise typer.BadParameter("give images or folders, or pipe paths in with '-'", param_hint="INPUTS")
         inputs = ["-"]
     reading_stdin = "-" in inputs
+    _check_one_constraint(pattern, lexicon)
     recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads,
-                            backend=backend.value, quantize=quantize.value if quantize else None)
+                            backend=backend.value, quantize=quantize.value if quantize else None,
+                            pattern=pattern, lexicon=lexicon)
+    for line in recognizer.constraint.notes if recognizer.constraint else ():
+        render.note(line)
     sys.stdout.reconfigure(line_buffering=reading_stdin)
     failures = 0
+    unmatched = 0
+    flagged = 0
     with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:
         paths = display.paths if display.paths is not None else _expand_inputs(inputs)
         for prediction in recognizer.predict_paths(paths, max_wait=0.2 if reading_stdin else None):
@@ -280,13 +332,28 @@ def predict(
             elif fmt is OutputFormat.tsv:
                 sys.stdout.write(f"{prediction.path}\t{prediction.text}\t{prediction.confidence:.4f}\n")
             else:
-                sys.stdout.write(json.dumps({"path": prediction.path, "text": prediction.text,
-                                             "confidence": round(prediction.confidence, 4)}, ensure_ascii=False) + "\n")
+                record = {"path": prediction.path, "text": prediction.text, "confidence": round(prediction.confidence, 4)}
+                if prediction.matched is not None:
+                    record["matched"] = prediction.matched
+                if prediction.p_correct is not None:
+                    record["p_correct"] = round(prediction.p_correct, 4)
+                if min_confidence is not None:
+                    record["low_confidence"] = _low(prediction, min_confidence)
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            unmatched += prediction.matched is False
+            flagged += prediction.error is None and min_confidence is not None and _low(prediction, min_confidence)
             display.advance()
     sys.stdout.flush()
+    if unmatched:
+        render.note(f"{unmatched} input(s) had no reading the {recognizer.constraint.kind} accepts (empty text)")
+    if min_confidence is not None:
+        measure = "calibrated chance of being right" if recognizer.calibration else "raw confidence (no calibration)"
+        render.note(f"{flagged} line(s) below --min-confidence {min_confidence:g} ({measure})")
     if failures:
         render.note(f"{failures} input(s) could not be read")
         raise typer.Exit(1)
+    if flagged and low_exit_code is not None:
+        raise typer.Exit(low_exit_code)
 
 
 def export(

@@ -95,6 +95,14 @@ class TrainDisplay:
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
+    def _finetune(self, info: dict[str, Any]) -> None:
+        frozen = info["freeze_backbone"]
+        freeze = {0: ""}.get(frozen, "; backbone frozen " + ("throughout" if frozen == "all" else f"for {frozen} epoch(s)"))
+        note(f"fine-tuning {info['init']} (--alphabet {info['alphabet_mode']}): {info['summary']}{freeze}")
+
+    def _calibrated(self, info: dict[str, Any]) -> None:
+        note(f"calibrated confidence on {info['samples']} validation lines (crnn info shows the table)")
+
     def _start(self, info: dict[str, Any]) -> None:
         if self.load_task is not None:
             self.progress.remove_task(self.load_task)
@@ -183,6 +191,9 @@ def eval_summary(report, show: int, to_stderr: bool) -> None:
     table.add_row("speed", f"{report.lines_per_second:.0f} lines/s  ({report.seconds:.2f} s)")
     if report.problems:
         table.add_row("skipped", f"{len(report.problems)} (first: {report.problems[0]})")
+    if getattr(report, "constraint", None):
+        c = report.constraint
+        table.add_row(c["kind"], f"{c['source']}  (beam {c['beam']}; no accepted reading: {report.unmatched})")
     console.print(table)
     worst = report.worst(show)
     if worst:
@@ -257,6 +268,13 @@ def model_info(summary: dict[str, Any], config) -> None:
                                     f"{train.get('epochs')} epochs, {train.get('seconds', 0):.0f} s)")
         table.add_row("validation", f"accuracy {_pct(train.get('val_accuracy', 0.0))}, CER {train.get('val_cer', 0.0):.4f} "
                                     f"at epoch {train.get('best_epoch')} on {train.get('val_samples')} samples")
+    calibration = (train or {}).get("calibration")
+    if calibration:
+        rows = [f"{b['low']:.2f}-{b['high']:.2f}: {b['lines']} lines, right {_pct(b['accuracy'])}, "
+                f"calibrated {_pct(b['calibrated'])}" for b in calibration["table"] if b["lines"]]
+        table.add_row("calibration", f"on {calibration['samples']} validation lines; raw confidence\n" + "\n".join(rows))
+    else:
+        table.add_row("calibration", "none (models trained before calibration existed)")
     out.print(table)
 
 

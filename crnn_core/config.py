@@ -249,6 +249,7 @@ class TrainConfig:
     augment: str = "default"
     threads: int | None = None
     precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16
+    freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,6 +268,9 @@ class TrainConfig:
             raise ConfigError(f"{source}: augment must be none, light or default, not {raw['augment']!r}")
         if "precision" in raw and raw["precision"] not in PRECISIONS:
             raise ConfigError(f"{source}: precision must be one of {', '.join(PRECISIONS)}, not {raw['precision']!r}")
+        freeze = raw.get("freeze_backbone", 0)
+        if not (freeze == "all" or (isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0)):
+            raise ConfigError(f"{source}: freeze_backbone must be a number of epochs or 'all', not {freeze!r}")
         try:
             return cls(**raw)
         except TypeError as exc:

@@ -41,6 +41,8 @@ class Report:
     results: list[SampleResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     beam: int = 1
+    constraint: dict[str, Any] | None = None  # the --pattern / --lexicon used, if any
+    unmatched: int = 0  # samples for which the constraint found no accepted reading
 
     @property
     def lines_per_second(self) -> float:
@@ -78,6 +80,8 @@ class Report:
             "seconds": self.seconds,
             "lines_per_second": self.lines_per_second,
             "decoder": "greedy" if self.beam <= 1 else f"beam-{self.beam}",
+            "constraint": self.constraint,
+            "unmatched": self.unmatched,
             "crnn_version": __version__,
             "worst": [vars(r) for r in self.worst(10)],
             "characters": analysis.characters_list(),
@@ -108,11 +112,12 @@ def eval_split(path: str | Path) -> Path:
 
 def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: str = "auto",
              batch_size: int = 64, beam: int = 1, device: str = "auto", threads: int = 2,
-             on_progress=None) -> Report:
+             on_progress=None, pattern: str | None = None, lexicon: str | Path | None = None) -> Report:
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     source = eval_split(data)
     dataset: Dataset = discover(source, labels)
-    recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads)
+    recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads,
+                            pattern=pattern, lexicon=lexicon)
     started = time.monotonic()
     arrays, problems = load_all([s.path for s in dataset.samples], loaded.preprocess, threads, on_progress)
     keep = [i for i, a in enumerate(arrays) if a is not None]
@@ -120,8 +125,14 @@ def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: s
     seconds = time.monotonic() - started
     scores = Scores()
     results = []
+    unmatched = 0
     for i, (text, confidence) in zip(keep, outputs):
+        if text is None:  # the constraint found no accepted reading: scored as an empty one
+            unmatched += 1
+            text = ""
         sample = dataset.samples[i]
         scores.add(sample.text, text)
         results.append(SampleResult(str(sample.path), sample.text, text, confidence, char_errors(sample.text, text)))
-    return Report(str(loaded.path), str(source), scores, seconds, results, dataset.problems + problems, beam)
+    constraint = recognizer.constraint.to_dict() if recognizer.constraint is not None else None
+    return Report(str(loaded.path), str(source), scores, seconds, results, dataset.problems + problems, beam,
+                  constraint, unmatched)

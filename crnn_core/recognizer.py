@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .calibration import Calibration
+from .constrained import DEFAULT_BEAM, Constraint, decode_batch_constrained, make_constraint
 from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_tensor_batch
 from .decode import decode_batch
 from .errors import ImageError
@@ -24,6 +26,8 @@ class Prediction:
     text: str = ""
     confidence: float = 0.0
     error: str | None = None  # set when the input could not be read; text is then empty
+    matched: bool | None = None  # with a pattern or lexicon: False when no accepted reading was found
+    p_correct: float | None = None  # calibrated chance the text is right, when the model has a calibration
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -34,8 +38,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @torch.inference_mode()
 def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode, batch_size: int = 64,
-                     beam: int = 1, device: torch.device | None = None) -> list[tuple[str, float]]:
+                     beam: int = 1, device: torch.device | None = None,
+                     constraint: Constraint | None = None) -> list[tuple[str, float]]:
     """Texts and confidences for preprocessed uint8 arrays, in input order.
+
+    With a `constraint` (a pattern or lexicon), a text is None where no accepted reading was found.
 
     Images are batched only with others of exactly the same (preprocessed) width, so there is
     no batch padding and an image reads the same alone or in any company.
@@ -49,8 +56,11 @@ def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode,
         images, batch_widths = to_tensor_batch([arrays[i] for i in batch])
         log_probs = model(images.to(device)).cpu().numpy()
         lengths = [model.config.output_length(w) for w in batch_widths]
-        for i, decoded in zip(batch, decode_batch(log_probs, lengths, beam, model.config.head)):
-            results[i] = (alphabet_decode(decoded.ids), decoded.confidence)
+        decoded_batch = (decode_batch(log_probs, lengths, beam, model.config.head) if constraint is None else
+                         decode_batch_constrained(log_probs, lengths, constraint.automaton, constraint.beam))
+        for i, decoded in zip(batch, decoded_batch):
+            text = alphabet_decode(decoded.ids) if getattr(decoded, "matched", True) else None
+            results[i] = (text, decoded.confidence)
     model.train(was_training)
     return results
 
@@ -60,7 +70,7 @@ class Recognizer:
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "torch",
-                 quantize: str | None = None):
+                 quantize: str | None = None, pattern: str | None = None, lexicon: str | Path | None = None):
         if backend != "torch" or quantize or str(model).endswith(".onnx"):  # ONNX Runtime or int8: backends.py
             from .backends import backend_device, load_for_backend
 
@@ -68,6 +78,10 @@ class Recognizer:
             self.loaded = load_for_backend(model, backend, quantize)
         else:
             self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        # --pattern / --lexicon: a beam search (default width 16) over the regex's automaton or the word trie
+        self.constraint = make_constraint(self.loaded.alphabet, pattern, lexicon, beam if beam > 1 else DEFAULT_BEAM,
+                                          self.loaded.config.head)
+        self.calibration = Calibration.from_dict(self.loaded.train.get("calibration"))
         self.device = resolve_device(device)
         self.model = self.loaded.model.to(self.device).eval()
         self.batch_size = batch_size
@@ -80,7 +94,7 @@ class Recognizer:
 
     def predict_arrays(self, arrays: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         return recognize_arrays(self.model, arrays, self.loaded.alphabet.decode, self.batch_size, self.beam,
-                                self.device)
+                                self.device, self.constraint)
 
     def predict_images(self, images) -> list[tuple[str, float]]:
         """PIL images in, (text, confidence) out."""
@@ -124,6 +138,12 @@ class Recognizer:
         for i, path in enumerate(chunk):
             if i in outputs:
                 text, confidence = outputs[i]
-                yield Prediction(path, text, confidence)
+                p_correct = None
+                if self.calibration is not None:
+                    p_correct = self.calibration(confidence) if text is not None else 0.0
+                if self.constraint is None:
+                    yield Prediction(path, text, confidence, p_correct=p_correct)
+                else:
+                    yield Prediction(path, text or "", confidence, matched=text is not None, p_correct=p_correct)
             else:
                 yield Prediction(path, error=loaded[i])

@@ -20,9 +20,11 @@ from torch import nn
 from . import __version__, distributed
 from .alphabet import Alphabet
 from .augment import augment
+from .calibration import calibrate_file
 from .config import ModelConfig, TrainConfig, dump_run_config
-from .data import Dataset, Problem, load_all, split_dataset, to_tensor_batch, width_batches
+from .data import Dataset, Preprocess, Problem, load_all, split_dataset, to_tensor_batch, width_batches
 from .errors import CrnnError, DatasetError
+from .finetune import backbone_frozen, init_from, plan_alphabet, set_backbone_frozen
 from .memory import release_free_memory
 from .metrics import Scores, score
 from .model import CRNN, count_parameters
@@ -187,12 +189,14 @@ def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
 
 def train(data: str | Path | None, out_dir: str | Path | None, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, val: str | Path | None = None, labels: str = "auto",
-          resume: str | Path | None = None, init: str | Path | None = None,
+          resume: str | Path | None = None, init: str | Path | None = None, init_alphabet: str = "union",
           overrides: dict[str, Any] | None = None, on_event: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a CRNN on DATA into a run directory; see docs for the files it writes.
 
     `overrides` are train settings given explicitly (e.g. on the command line); they apply on
-    top of `train_config`, or of the saved settings when resuming. `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
+    top of `train_config`, or of the saved settings when resuming. With `init`, the model's
+    architecture and preprocessing are used and `init_alphabet` (union, new, keep) says how
+    its alphabet meets the data's (see finetune.py). `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
     "stop", "warning"); `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
@@ -200,6 +204,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     state: dict[str, Any] = {}
     alphabet: Alphabet | None = None
     init_model: LoadedModel | None = None
+    preprocess: Preprocess | None = None
 
     if resume is not None:
         run_dir = Path(resume)
@@ -214,6 +219,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         val = val or info.get("val")
         labels = info.get("labels", labels)
         alphabet = Alphabet(payload["alphabet"])
+        preprocess = Preprocess.from_dict(payload["preprocess"])
         state = payload["state"]
         state["state_dict"] = payload["state_dict"]
         remove_stale_temp_files(run_dir)  # left by a write that a kill cut short
@@ -228,7 +234,8 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if init is not None:
             init_model = load_model(init)
             model_config = init_model.config
-            alphabet = init_model.alphabet
+            # Fine-tuning reads images exactly as the initial model was trained to, never re-guessed.
+            preprocess = init_model.preprocess
         model_config = model_config or ModelConfig()
 
     assert train_config is not None and model_config is not None
@@ -246,13 +253,15 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     aug_rng = np_rng if not ctx.enabled else np.random.default_rng([train_config.seed, ctx.rank])
     amp_dtype = autocast_dtype(train_config.precision, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    preprocess = preprocess_for(model_config)
+    preprocess = preprocess or preprocess_for(model_config)
 
     train_set, val_set = split_dataset(data, val, labels, train_config.val_fraction)
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
     train_data, train_bad = _prepare(train_set, preprocess, threads, emit, "train")
     val_data, val_bad = _prepare(val_set, preprocess, threads, emit, "val")
+    if init_model is not None:
+        alphabet = plan_alphabet(init_model.alphabet, train_data.texts, init_alphabet, str(data))
     if alphabet is None:
         alphabet = Alphabet.from_texts(train_data.texts)
     else:
@@ -262,7 +271,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
             raise DatasetError(
                 f"{data}: characters not in the model's alphabet: {''.join(unknown)!r} "
                 f"(first in {train_data.origins[first]}: {train_data.texts[first]!r}) "
-                "(extending an alphabet when fine-tuning is not supported yet)")
+                "(a run's alphabet is fixed; start a new run with --init and --alphabet union)")
     if model_config.head == "softmax" and model_config.head_length is None:
         # L from the data: the longest label in either split, so validation can be read in full.
         longest = max(len(t) for t in train_data.texts + val_data.texts) if len(train_data) + len(val_data) else 1
@@ -279,12 +288,22 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         raise DatasetError(f"{val or data}: no usable validation samples")
 
     model = CRNN(model_config, alphabet.num_classes)
+    surgery = None
     if init_model is not None:
-        model.load_state_dict(init_model.model.state_dict())
+        surgery = init_from(model, init_model.model.state_dict(), init_model.alphabet, alphabet,
+                            head_keys=("head.classify.weight", "head.classify.bias") if model_config.head == "softmax"
+                            else ("head.weight", "head.bias"), seed=train_config.seed)
+        emit("finetune", {"init": str(init), "alphabet_mode": init_alphabet, "summary": surgery.summary(),
+                          "freeze_backbone": train_config.freeze_backbone})
     model.to(device)
     net: nn.Module = model
-    if ctx.enabled:  # DDP averages gradients across ranks during backward
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp_frozen = False
+
+    def wrap_ddp() -> nn.Module:  # DDP averages gradients across ranks during backward
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if ctx.enabled:
+        net = wrap_ddp()
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_data) / train_config.batch_size) // ctx.world)
     total_steps = steps_per_epoch * train_config.epochs
@@ -332,6 +351,7 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         "data": str(data), "val": str(val) if val is not None else None, "labels": labels,
         "config": train_config.to_dict(), "crnn_version": __version__, "torch_version": str(torch.__version__),
         "train_samples": len(train_data), "val_samples": len(val_data), "init": str(init) if init else None,
+        "init_alphabet": init_alphabet if init else None, "surgery": surgery.to_dict() if surgery else None,
     }
     emit("start", {"run_dir": str(run_dir), "epochs": train_config.epochs, "start_epoch": start_epoch,
                    "steps_per_epoch": steps_per_epoch, "train_samples": len(train_data),
@@ -359,6 +379,10 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     nonfinite_streak = 0
     for epoch in range(start_epoch, train_config.epochs + 1):
         model.train()
+        frozen = backbone_frozen(train_config.freeze_backbone, epoch)
+        set_backbone_frozen(model, frozen)
+        if ctx.enabled and frozen != ddp_frozen:  # DDP reduces only the parameters that wanted gradients when built
+            net, ddp_frozen = wrap_ddp(), frozen
         epoch_start = time.monotonic()
         if pending is not None:  # finish the epoch an interruption cut short, with the same batches
             all_batches, first_step, losses = pending["batches"], pending["next_step"], list(pending["losses"])
@@ -493,6 +517,10 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
         if interrupted:
             stop_reason = "interrupted; continue with --resume"
             break
+    if ctx.is_main and not stop_reason.startswith("interrupted") and (run_dir / "best.pt").exists():
+        # Confidence -> chance of being right, fitted on the validation set, stored in best.pt.
+        calibration = calibrate_file(run_dir / "best.pt", val_data.arrays, val_data.texts, device)
+        emit("calibrated", {"samples": calibration.samples, "table": calibration.table})
     seconds = elapsed_before + time.monotonic() - started
     digests = ctx.gather(distributed.weights_digest(model)) if ctx.enabled else []
     emit("stop", {"reason": stop_reason, "seconds": seconds, "processes": ctx.world, "rank_digests": digests})
