@@ -220,8 +220,8 @@ class TrainConfig:
         unknown = set(raw) - names
         if unknown:
             raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(names)})")
-        if "augment" in raw and raw["augment"] not in ("none", "light", "default"):
-            raise ConfigError(f"{source}: augment must be none, light or default, not {raw['augment']!r}")
+        if "augment" in raw and raw["augment"] not in ("none", "light", "default", "heavy"):
+            raise ConfigError(f"{source}: augment must be none, light, default or heavy, not {raw['augment']!r}")
         freeze = raw.get("freeze_backbone", 0)
         if not (freeze == "all" or (isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0)):
             raise ConfigError(f"{source}: freeze_backbone must be a number of epochs or 'all', not {freeze!r}")
