@@ -64,11 +64,7 @@ def _heavy_extras(pil: Image.Image, rng: np.random.Generator, fill) -> Image.Ima
     width, height = pil.size
     if rng.random() < 0.4:
         # A crop photographed a little off-axis: move each corner by up to 4% of the height.
-        d = 0.04 * height
-        corners = [(0, 0), (width, 0), (width, height), (0, height)]
-        moved = [(x + rng.uniform(-d, d), y + rng.uniform(-d, d)) for x, y in corners]
-        pil = pil.transform(pil.size, Image.Transform.QUAD, tuple(v for xy in moved for v in xy),
-                            resample=Image.Resampling.BILINEAR, fillcolor=fill)
+        pil = perspective(pil, rng.uniform(-0.04, 0.04, 8) * height, fill)
     if rng.random() < 0.25:
         # Min/max filters thicken or thin dark strokes (ink spread, a bolder or lighter font).
         pil = pil.filter(ImageFilter.MinFilter(3) if rng.random() < 0.5 else ImageFilter.MaxFilter(3))
@@ -81,3 +77,12 @@ def _heavy_extras(pil: Image.Image, rng: np.random.Generator, fill) -> Image.Ima
         out[y:y + h, x:x + w] = fill
         pil = Image.fromarray(out)
     return pil
+
+
+def perspective(pil: Image.Image, offsets, fill) -> Image.Image:
+    """Warp so that the output's corners sample the input's corners moved by `offsets` (8 px values)."""
+    width, height = pil.size
+    # PIL's QUAD wants the source corners as upper-left, lower-left, lower-right, upper-right.
+    corners = [(0, 0), (0, height), (width, height), (width, 0)]
+    quad = tuple(c + float(o) for xy, pair in zip(corners, np.reshape(offsets, (4, 2))) for c, o in zip(xy, pair))
+    return pil.transform(pil.size, Image.Transform.QUAD, quad, resample=Image.Resampling.BILINEAR, fillcolor=fill)

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from crnn_core.augment import LEVELS, augment
+from PIL import Image
+
+from crnn_core.augment import LEVELS, augment, perspective
 from crnn_core.config import ConfigError, TrainConfig
 
 
@@ -28,3 +30,15 @@ def test_heavy_differs_from_default_with_the_same_random_stream():
     assert TrainConfig.from_dict({"augment": "heavy"}).augment == "heavy"
     with pytest.raises(ConfigError, match="none, light, default or heavy"):
         TrainConfig.from_dict({"augment": "extreme"})
+
+
+def test_perspective_without_offsets_is_the_identity_and_small_offsets_stay_close():
+    # A wrong corner order in PIL's QUAD turns the crop into a smear; this guards against it.
+    rng = np.random.default_rng(0)
+    image = np.full((32, 100), 230, dtype=np.uint8)
+    image[8:24, 10:30] = 20
+    image[8:24, 60:70] = 20
+    pil = Image.fromarray(image)
+    assert np.abs(np.asarray(perspective(pil, np.zeros(8), 230), dtype=int) - image).mean() < 1.0
+    moved = np.asarray(perspective(pil, rng.uniform(-1.2, 1.2, 8), 230), dtype=int)
+    assert np.abs(moved - image).mean() < 15.0
