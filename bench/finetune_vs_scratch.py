@@ -61,9 +61,11 @@ def main() -> None:
     parser.add_argument("--frozen", action="store_true", help="also run the --freeze-backbone 1 variant")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/crnn-ft-runs"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (1: on a busy 2-core machine, 2 threads ran up to 20x slower)")
     args = parser.parse_args()
     budget = ["--max-minutes", str(args.minutes)] if args.minutes else ["--epochs", str(args.epochs)]
-    common = [str(args.data), *budget, "--seed", str(args.seed)]
+    common = [str(args.data), *budget, "--seed", str(args.seed), "--threads", str(args.threads)]
     variants = [("fine-tune (--init codes-small)", "finetune", ["--init", "codes-small"])]
     if args.frozen:
         variants.append(("fine-tune, --freeze-backbone 1", "finetune-frozen",

@@ -65,6 +65,7 @@ class Augment(str, Enum):
     none = "none"
     light = "light"
     default = "default"
+    heavy = "heavy"
 
 
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."

@@ -268,6 +268,12 @@ def model_info(summary: dict[str, Any], config) -> None:
                                     f"{train.get('epochs')} epochs, {train.get('seconds', 0):.0f} s)")
         table.add_row("validation", f"accuracy {_pct(train.get('val_accuracy', 0.0))}, CER {train.get('val_cer', 0.0):.4f} "
                                     f"at epoch {train.get('best_epoch')} on {train.get('val_samples')} samples")
+    if (train or {}).get("init"):
+        surgery = train.get("surgery") or {}
+        added = "".join(surgery.get("seeded", {})) + surgery.get("fresh", "")
+        table.add_row("fine-tuned from", f"{train['init']} (--alphabet {train.get('init_alphabet')}): kept "
+                                         f"{surgery.get('kept', '?')} characters, added {added!r}, dropped "
+                                         f"{surgery.get('dropped', '')!r}")
     calibration = (train or {}).get("calibration")
     if calibration:
         rows = [f"{b['low']:.2f}-{b['high']:.2f}: {b['lines']} lines, right {_pct(b['accuracy'])}, "

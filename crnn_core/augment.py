@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-LEVELS = ("none", "light", "default")
-_STRENGTH = {"none": 0.0, "light": 0.5, "default": 1.0}
+LEVELS = ("none", "light", "default", "heavy")
+_STRENGTH = {"none": 0.0, "light": 0.5, "default": 1.0, "heavy": 1.5}
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, level: str = "default",
@@ -46,6 +46,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, level: str = "default",
         pil = pil.resize((new_width, height), Image.Resampling.BILINEAR)
     if rng.random() < 0.2 * s:
         pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    if level == "heavy":
+        pil = _heavy_extras(pil, rng, fill)
     out = np.asarray(pil, dtype=np.float32)
     if rng.random() < 0.8:
         contrast = 1.0 + rng.uniform(-0.4, 0.2) * s
@@ -55,3 +57,32 @@ def augment(image: np.ndarray, rng: np.random.Generator, level: str = "default",
     if rng.random() < 0.4 * s:
         out = out + rng.normal(0.0, rng.uniform(2, 10), out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _heavy_extras(pil: Image.Image, rng: np.random.Generator, fill) -> Image.Image:
+    """`heavy` only: perspective, thicker or thinner strokes, and a random erased patch."""
+    width, height = pil.size
+    if rng.random() < 0.4:
+        # A crop photographed a little off-axis: move each corner by up to 4% of the height.
+        pil = perspective(pil, rng.uniform(-0.04, 0.04, 8) * height, fill)
+    if rng.random() < 0.25:
+        # Min/max filters thicken or thin dark strokes (ink spread, a bolder or lighter font).
+        pil = pil.filter(ImageFilter.MinFilter(3) if rng.random() < 0.5 else ImageFilter.MaxFilter(3))
+    if rng.random() < 0.25:
+        # Random erasing: a narrow patch of background colour, as glare or a smudge would leave.
+        out = np.array(pil)
+        w = max(1, int(width * rng.uniform(0.02, 0.08)))
+        h = max(1, int(height * rng.uniform(0.2, 0.6)))
+        x, y = int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h)))
+        out[y:y + h, x:x + w] = fill
+        pil = Image.fromarray(out)
+    return pil
+
+
+def perspective(pil: Image.Image, offsets, fill) -> Image.Image:
+    """Warp so that the output's corners sample the input's corners moved by `offsets` (8 px values)."""
+    width, height = pil.size
+    # PIL's QUAD wants the source corners as upper-left, lower-left, lower-right, upper-right.
+    corners = [(0, 0), (0, height), (width, height), (width, 0)]
+    quad = tuple(c + float(o) for xy, pair in zip(corners, np.reshape(offsets, (4, 2))) for c, o in zip(xy, pair))
+    return pil.transform(pil.size, Image.Transform.QUAD, quad, resample=Image.Resampling.BILINEAR, fillcolor=fill)

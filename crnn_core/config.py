@@ -264,8 +264,8 @@ class TrainConfig:
         unknown = set(raw) - names
         if unknown:
             raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(names)})")
-        if "augment" in raw and raw["augment"] not in ("none", "light", "default"):
-            raise ConfigError(f"{source}: augment must be none, light or default, not {raw['augment']!r}")
+        if "augment" in raw and raw["augment"] not in ("none", "light", "default", "heavy"):
+            raise ConfigError(f"{source}: augment must be none, light, default or heavy, not {raw['augment']!r}")
         if "precision" in raw and raw["precision"] not in PRECISIONS:
             raise ConfigError(f"{source}: precision must be one of {', '.join(PRECISIONS)}, not {raw['precision']!r}")
         freeze = raw.get("freeze_backbone", 0)
