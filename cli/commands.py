@@ -74,6 +74,18 @@ PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}
 LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
+def _with_head(config, head: Optional["Head"], max_length: Optional[int]):
+    """The architecture with --head and --max-length applied (shared by train and data check)."""
+    if head is not None and head.value != config.head:
+        config = dataclasses.replace(config, head=head.value, head_length=None)
+    if max_length is not None:
+        if config.head != "softmax":
+            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
+                                     param_hint="--max-length")
+        config = dataclasses.replace(config, head_length=max_length)
+    return config
+
+
 def train(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder or list file (not needed with --resume)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
@@ -141,13 +153,7 @@ def train(
             model_config.to_dict()["input"], height=height)), source="--height")
     if (head is not None or max_length is not None) and (init is not None or resume is not None):
         raise typer.BadParameter("the head is fixed by the model given with --init or --resume", param_hint="--head")
-    if head is not None and head.value != model_config.head:
-        model_config = dataclasses.replace(model_config, head=head.value, head_length=None)
-    if max_length is not None:
-        if model_config.head != "softmax":
-            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
-                                     param_hint="--max-length")
-        model_config = dataclasses.replace(model_config, head_length=max_length)
+    model_config = _with_head(model_config, head, max_length)
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
@@ -412,14 +418,7 @@ def data_check(
     from crnn_core.config import load_model_config
     from crnn_core.datacheck import check_dataset
 
-    config = load_model_config(model)
-    if head is not None and head.value != config.head:
-        config = dataclasses.replace(config, head=head.value, head_length=None)
-    if max_length is not None:
-        if config.head != "softmax":
-            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
-                                     param_hint="--max-length")
-        config = dataclasses.replace(config, head_length=max_length)
+    config = _with_head(load_model_config(model), head, max_length)
     result = check_dataset(data, config, labels.value)
     if as_json:
         typer.echo(json.dumps({
