@@ -74,7 +74,7 @@ PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}
 LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
-def _with_head(config, head: Optional["Head"], max_length: Optional[int]):
+def _with_head(config, head: Optional[Head], max_length: Optional[int]):
     """The architecture with --head and --max-length applied (shared by train and data check)."""
     if head is not None and head.value != config.head:
         config = dataclasses.replace(config, head=head.value, head_length=None)
