@@ -6,7 +6,7 @@ Sections (names for --skip / --only):
   machine    cores, CPU flags, load average, torch
   ceiling    fp32 and bf16 matmul GFLOP/s on --threads threads (median of several)
   flops      forward FLOPs per 32x100 sample, counted analytically (bench/flops.py)
-  train      bare training-step rate on ready tensors vs end-to-end `crnn train` (crnn-tiny, crnn-small),
+  train      bare training-step rate on ready tensors vs end-to-end `crnn train` (crnn-tiny, crnn-fast, crnn-small),
              with each as a fraction of the fp32 ceiling; the naive baseline (bench/naive_train.py)
   predict    `crnn predict` end to end over >= 2000 paths; model alone at batch 1 and 64 for eager,
              ONNX Runtime and int8, with accuracy on sample_data/codes/val
@@ -111,7 +111,7 @@ def flops(args) -> None:
     from flops import model_flops
 
     RESULTS["flops"] = {}
-    for name in ("crnn-tiny", "crnn-small", "crnn-paper"):
+    for name in ("crnn-tiny", "crnn-fast", "crnn-small", "crnn-paper"):
         c = model_flops(name, 37, 100)
         RESULTS["flops"][name] = c
         row("flops", f"{name} forward MFLOP per 32x100 sample (conv/lstm/linear)",
@@ -134,8 +134,9 @@ def fraction(model_name: str, rate: float, width: float, factor: int) -> str:
 def bare_rate(model_name: str, steps: int, reps: int, bf16: bool = False) -> tuple[list[float], float]:
     """`crnn train`'s step (forward, CTC, backward, clip, AdamW) on batches already in memory."""
     from crnn_core.alphabet import Alphabet
+    from crnn_core.augment import augment_batch
     from crnn_core.config import TrainConfig, load_model_config
-    from crnn_core.data import discover, load_all, to_tensor_batch, width_batches
+    from crnn_core.data import discover, load_all, width_batches
     from crnn_core.model import CRNN
     from crnn_core.modelfile import preprocess_for
     from crnn_core.train import TRAIN_WIDTH_MULTIPLE
@@ -150,7 +151,10 @@ def bare_rate(model_name: str, steps: int, reps: int, bf16: bool = False) -> tup
     batches = []
     widths_seen = []
     for idx in order:
-        images, widths = to_tensor_batch([arrays[i] for i in idx], width_multiple=TRAIN_WIDTH_MULTIPLE)
+        # The shapes `crnn train` steps on: augmented (the stretch widens or narrows each image),
+        # padded to the training width multiple. Made once, before the clock starts.
+        images, widths = augment_batch([arrays[i] for i in idx], rng, tc.augment, config.max_width,
+                                       TRAIN_WIDTH_MULTIPLE)
         widths_seen.append(images.shape[-1])
         ids = [alphabet.encode(dataset.samples[i].text) for i in idx]
         batches.append((images, torch.tensor([config.time_steps(w) for w in widths]),
@@ -176,9 +180,9 @@ def bare_rate(model_name: str, steps: int, reps: int, bf16: bool = False) -> tup
     return rates, float(np.mean(widths_seen))
 
 
-def e2e_train(model_name: str, epochs: int, threads: int, out: Path) -> dict:
+def e2e_train(model_name: str, epochs: int, threads: int, out: Path, precision: str = "fp32") -> dict:
     cmd = [*CRNN, "train", str(CODES), "--model", model_name, "--epochs", str(epochs), "--patience", "99",
-           "--threads", str(threads), "--out", str(out)]
+           "--threads", str(threads), "--out", str(out), "--precision", precision]
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -202,7 +206,7 @@ def naive(model_name: str, steps: int, threads: int | None) -> dict:
 
 def train(args) -> None:
     RESULTS["train"] = {}
-    models = ["crnn-tiny", "crnn-small"] + (["crnn-paper"] if args.paper else [])
+    models = ["crnn-tiny", "crnn-fast", "crnn-small"] + (["crnn-paper"] if args.paper else [])
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             steps = 10 if args.quick else 40
@@ -212,19 +216,24 @@ def train(args) -> None:
             ratio = e2e["median"] / bare
             RESULTS["train"][name] = {"bare": rates, "bare_median": bare, "mean_width": width, "e2e": e2e,
                                       "data_path_ratio": ratio}
-            row("train", f"{name} bare step on ready tensors, samples/s (batch 16, mean width {width:.0f})",
+            row("train", f"{name} bare step on ready tensors of the training shapes (augmented), samples/s (batch 16, mean width {width:.0f})",
                 f"{bare:.1f} (runs {runs_str(rates)}); {fraction(name, bare, width, 3)}")
-            row("train", f"{name} `crnn train` end to end after epoch 1, samples/s",
+            row("train", f"{name} `crnn train --precision fp32` end to end after epoch 1, samples/s",
                 f"{e2e['median']:.1f} (epochs 2+: {runs_str(e2e['rates_after_first_epoch'])}; epoch 1: {e2e['epoch1']:.1f})")
             row("train", f"{name} data-path ratio e2e / bare (target >= 90%)",
                 f"{100 * ratio:.1f}% -> {'met' if ratio >= 0.9 else 'NOT met'}")
-            if name == "crnn-small" and "avx512_bf16" in open("/proc/cpuinfo").read():
+            if name in ("crnn-fast", "crnn-small") and "avx512_bf16" in open("/proc/cpuinfo").read():
                 bf, _ = bare_rate(name, steps, 1 if args.quick else 3, bf16=True)
                 RESULTS["train"][name]["bare_bf16"] = bf
                 row("train", f"{name} bare step with bf16 autocast, samples/s; bf16 / fp32 (target >= 1.7x)",
                     f"{med(bf):.1f} (runs {runs_str(bf)}); {med(bf) / bare:.2f}x -> "
                     f"{'met' if med(bf) / bare >= 1.7 else 'NOT met'}")
-        for name in ["crnn-tiny"] + (["crnn-paper"] if args.paper else []):
+                e2e_bf = e2e_train(name, 2 if args.quick else 3, args.threads, Path(tmp) / f"{name}-bf16", "bf16")
+                RESULTS["train"][name]["e2e_bf16"] = e2e_bf
+                row("train", f"{name} `crnn train --precision bf16` end to end after epoch 1, samples/s; "
+                    "bf16 / fp32 end to end", f"{e2e_bf['median']:.1f} (epochs 2+: "
+                    f"{runs_str(e2e_bf['rates_after_first_epoch'])}); {e2e_bf['median'] / e2e['median']:.2f}x")
+        for name in ["crnn-tiny", "crnn-fast"] + (["crnn-paper"] if args.paper else []):
             n_runs = 1 if args.quick else 3
             results = [naive(name, 10 if args.quick else 30, args.threads if args.threads_given else None)
                        for _ in range(n_runs)]
@@ -233,8 +242,8 @@ def train(args) -> None:
             RESULTS["train"][name]["naive"] = rates
             row("train", f"{name} naive baseline (PIL each step, fixed width {results[0]['width']}), samples/s",
                 f"{med(rates):.1f} (runs {runs_str(rates)})")
-            target = " (target >= 3x)" if name == "crnn-tiny" else ""
-            verdict = (" -> met" if ours / med(rates) >= 3 else " -> NOT met") if name == "crnn-tiny" else ""
+            target = " (target >= 3x)" if name in ("crnn-tiny", "crnn-fast") else ""
+            verdict = (" -> met" if ours / med(rates) >= 3 else " -> NOT met") if target else ""
             row("train", f"{name} ours e2e / naive{target}", f"{ours / med(rates):.2f}x{verdict}")
 
 
@@ -263,24 +272,27 @@ def predict(args) -> None:
     many = (paths * (lines // len(paths) + 1))[:lines]
     stdin = "\n".join(many) + "\n"
     out = {}
-    for label, extra in (("torch", []), ("onnx", ["--backend", "onnx"])):
+    for label, extra in (("auto", []), ("torch", ["--backend", "torch"]), ("onnx", ["--backend", "onnx"])):
         cmd = [*CRNN, "predict", "-", "--format", "jsonl", *extra]
         timed(cmd, "\n".join(paths[:8]) + "\n")  # makes the ONNX cache, warms the page cache
         times = [timed(cmd, stdin) for _ in range(1 if args.quick else 3)]
         rates = [lines / t for t in times]
         out[f"e2e_{label}"] = rates
-        row("predict", f"`crnn predict -` end to end, {lines} paths, default model, --backend {label}, lines/s",
+        row("predict", f"`crnn predict -` end to end, {lines} paths, default model (codes-fast), --backend {label}"
+            f"{' (the default)' if label == 'auto' else ''}, lines/s",
             f"{med(rates):.1f} (runs {runs_str(rates)})")
-    target = med(out["e2e_torch"])
+    target = med(out["e2e_auto"])
     row("predict", "end-to-end lines/s target >= 500", f"{target:.1f} -> {'met' if target >= 500 else 'NOT met'}")
 
     # The model alone: images already decoded and preprocessed in memory.
-    variants = [("eager fp32", "torch", None), ("ONNX Runtime", "onnx", None), ("int8 dynamic (torch)", "torch", "int8"),
-                ("int8 dynamic (ONNX Runtime)", "onnx", "int8")]
-    base = load_for_backend("codes-small")
-    arrays = [base.preprocess.load(p) for p in paths]
-    for label, backend, quantize in variants:
-        loaded = load_for_backend("codes-small", backend, quantize)
+    variants = [("codes-fast", "eager fp32", "torch", None), ("codes-fast", "ONNX Runtime", "onnx", None),
+                ("codes-fast", "int8 dynamic (torch)", "torch", "int8"),
+                ("codes-fast", "int8 dynamic (ONNX Runtime)", "onnx", "int8"),
+                ("codes-small", "eager fp32", "torch", None)]
+    base = load_for_backend("codes-fast")
+    arrays = [base.preprocess.load(p) for p in paths]  # both models read 32 px gray the same way
+    for model_name, label, backend, quantize in variants:
+        loaded = load_for_backend(model_name, backend, quantize)
         model = loaded.model.eval()
         recognize_arrays(model, arrays[:64], loaded.alphabet.decode, 64, device=torch.device("cpu"))  # warm-up
         res = {}
@@ -295,12 +307,13 @@ def predict(args) -> None:
             if batch == 64:
                 s = score(truth, [t for t, _ in texts])
                 res["accuracy"], res["cer"] = s.accuracy, s.cer
-        out[label] = res
+        out[f"{model_name} {label}"] = res
         if label == "eager fp32":
             eager_texts = [t for t, _ in texts]
         same = sum(a == b for a, b in zip(eager_texts, (t for t, _ in texts)))
         res["same_as_eager"] = same
-        row("predict", f"model alone, {label}: lines/s at batch 1, batch 64; val accuracy, CER ({len(paths)} images)",
+        row("predict", f"model alone, {model_name}, {label}: lines/s at batch 1, batch 64; val accuracy, CER "
+            f"({len(paths)} images)",
             f"{med(res[1]):.1f}, {med(res[64]):.1f}; {100 * res['accuracy']:.2f}%, {100 * res['cer']:.2f}% "
             f"({same}/{len(paths)} texts as eager)")
     RESULTS["predict"] = out
@@ -338,17 +351,17 @@ def tesseract(args) -> None:
         f"{med(rates):.1f} (runs {runs_str(rates)})")
     row("tesseract", "Tesseract accuracy / CER on the same images", f"{100 * s.accuracy:.2f}% / {100 * s.cer:.2f}%")
     if "predict" in RESULTS:
-        ours = med(RESULTS["predict"]["e2e_torch"])
+        ours = med(RESULTS["predict"]["e2e_auto"])
         ratio = ours / med(rates)
         row("tesseract", "crnn predict e2e / Tesseract lines/s (target >= 10x)",
             f"{ratio:.1f}x -> {'met' if ratio >= 10 else 'NOT met'}")
 
 
 # ---------------------------------------------------------------- memory
-def peak_rss(lines: int) -> tuple[float, float]:
+def peak_rss(lines: int, backend: str = "auto") -> tuple[float, float]:
     paths, _ = val_set()
     many = (paths * (lines // len(paths) + 1))[:lines]
-    cmd = ["/usr/bin/time", "-f", "%M", *CRNN, "predict", "-", "--format", "text"]
+    cmd = ["/usr/bin/time", "-f", "%M", *CRNN, "predict", "-", "--format", "text", "--backend", backend]
     start = time.perf_counter()
     result = subprocess.run(cmd, input="\n".join(many) + "\n", capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -362,8 +375,14 @@ def memory(args) -> None:
     small_rss, small_t = peak_rss(big // 10)
     big_rss, big_t = peak_rss(big)
     RESULTS["memory"] = {"lines": [big // 10, big], "max_rss_mb": [small_rss, big_rss], "seconds": [small_t, big_t]}
-    row("memory", f"`crnn predict -` max RSS over {big // 10}, {big} paths, MB",
+    row("memory", f"`crnn predict -` (default backend) max RSS over {big // 10}, {big} paths, MB",
         f"{small_rss:.0f}, {big_rss:.0f} (growth {big_rss - small_rss:+.0f} MB; {big / big_t:.0f} lines/s over {big_t:.0f} s)")
+    # The eager model too: oneDNN caches kernels per input shape, which is what grew before.
+    lines = [big // 10, big * 4 // 10]
+    torch_runs = [peak_rss(n, "torch") for n in lines]
+    RESULTS["memory"]["torch"] = {"lines": lines, "max_rss_mb": [r for r, _ in torch_runs]}
+    row("memory", f"`crnn predict - --backend torch` max RSS over {lines[0]}, {lines[1]} paths, MB",
+        f"{torch_runs[0][0]:.0f}, {torch_runs[1][0]:.0f} (growth {torch_runs[1][0] - torch_runs[0][0]:+.0f} MB)")
 
 
 # ---------------------------------------------------------------- startup
@@ -412,7 +431,7 @@ def accuracy(args) -> None:
                                        for h in history], "wall": wall, "budget_min": budget,
                            "reached_wall": reached_wall}
     if first:
-        row("accuracy", "default `crnn train` (crnn-small) time to 95% val sequence accuracy (target <= 120 s)",
+        row("accuracy", "default `crnn train` (crnn-fast) time to 95% val sequence accuracy (target <= 120 s)",
             f"{first['elapsed_seconds']:.0f} s training (epoch {first['epoch']}), {reached_wall:.0f} s wall from "
             f"process start -> {'met' if reached_wall <= 120 else 'NOT met'}")
     else:

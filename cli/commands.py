@@ -30,6 +30,7 @@ class ExportFormat(str, Enum):
 
 
 class Backend(str, Enum):
+    auto = "auto"
     torch = "torch"
     onnx = "onnx"
 
@@ -89,7 +90,7 @@ def _with_head(config, head: Optional[Head], max_length: Optional[int]):
 def train(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder or list file (not needed with --resume)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: a bundled config name or a YAML file (default: crnn-small)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: a bundled config name or a YAML file (default: crnn-fast)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATE-TIME)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs to run (default: 30)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop cleanly after this many minutes, keeping the best model."),
@@ -109,7 +110,7 @@ def train(
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU; bf16 works on CPUs with AVX-512 BF16 / AMX."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 (or fp16) autocast on CUDA; bf16 on CPUs with AVX-512 BF16 or AMX, else fp32."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train in N processes on this machine (torchrun + DDP; gloo on CPU, nccl on GPU). --batch-size is per process."),
 ) -> None:
     """Train a model on DATA; writes best.pt, last.pt, config.yaml and metrics.jsonl to the run folder.
@@ -119,7 +120,7 @@ def train(
     if nproc is not None and nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         raise typer.Exit(_launch_processes(nproc))
 
-    from crnn_core.config import ModelConfig, TrainConfig, load_model_config, read_yaml
+    from crnn_core.config import DEFAULT_MODEL, ModelConfig, TrainConfig, load_model_config, read_yaml
     from crnn_core.errors import ConfigError
     from crnn_core.train import train as run_training
 
@@ -147,7 +148,7 @@ def train(
             model_config = ModelConfig.from_dict(raw["model"], source=str(config))
         train_config = TrainConfig.from_dict(raw.get("train"), source=str(config))
     if model is not None or model_config is None:
-        model_config = load_model_config(model or "crnn-small")
+        model_config = load_model_config(model or DEFAULT_MODEL)
     if height is not None:
         model_config = ModelConfig.from_dict(dict(model_config.to_dict(), input=dict(
             model_config.to_dict()["input"], height=height)), source="--height")
@@ -289,13 +290,13 @@ def _expand_inputs(inputs: List[str]):
 
 def predict(
     inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin (the default when stdin is a pipe)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled codes-small)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled codes-fast)"),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", "-f", help="text: the text; tsv: path, text, confidence; jsonl: one JSON object a line."),
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device"),
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
-    backend: Backend = typer.Option(Backend.torch, "--backend", help="torch (eager) or onnx (ONNX Runtime; a .pt model is exported once into a cache, or give a .onnx from `crnn export`)."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="auto: ONNX Runtime for models that ship as ONNX (the bundled ones, a .onnx file) on the CPU, else torch; torch (eager); onnx (ONNX Runtime; a .pt model is exported once into a cache)."),
     quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantisation of the LSTM and linear layers (CPU; see docs/performance.md for its accuracy cost)."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
@@ -378,7 +379,7 @@ def export(
 
 
 def info(
-    model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled codes-small)"),
+    model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled codes-fast)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Alphabet, architecture, parameter counts, preprocessing and training summary of a model."""
@@ -406,7 +407,7 @@ def info(
 
 def data_check(
     data: Path = typer.Argument(..., help="Dataset folder or list file."),
-    model: str = typer.Option("crnn-small", "--model", "-m", help="Architecture whose height and width rules to check against."),
+    model: str = typer.Option("crnn-fast", "--model", "-m", help="Architecture whose height and width rules to check against."),
     head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),

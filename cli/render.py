@@ -109,7 +109,8 @@ class TrainDisplay:
             self.load_task = None
         self.epochs = info["epochs"]
         note(f"training {info['model']} ({info['parameters']:,} parameters) on {info['train_samples']} samples, "
-             f"validating on {info['val_samples']}; {len(info['alphabet'])} characters; device {info['device']}; "
+             f"validating on {info['val_samples']}; {len(info['alphabet'])} characters; device {info['device']} "
+             f"({info.get('precision', 'float32')}); "
              f"run folder {info['run_dir']}")
 
     def _step(self, info: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Where the model's forward pass runs: PyTorch eager, ONNX Runtime, or int8 dynamic quantisation.
 
-Each backend is dressed as the CRNN module it replaces (a `.config`, images in, log-probs out),
-so the recogniser's preprocessing, equal-width batching and decoding stay the same for all.
+Each backend has the CRNN's calling convention (a `.config`, images in, log-probs out), so the
+recogniser's preprocessing, batching and decoding stay the same for all; the ONNX Runtime
+runner (onnx_runner.py) takes and returns numpy arrays and needs no torch.
 
 - `torch`: the eager model.
 - `onnx`: an ONNX Runtime session. From a .onnx file made by `crnn export` (its metadata
@@ -25,38 +26,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .alphabet import Alphabet
-from .config import ModelConfig
-from .data import Preprocess
-from .errors import CrnnError, ExportError, ModelFileError
+from .errors import CrnnError, ExportError
 from .modelfile import LoadedModel, load_model
+from .onnx_runner import OnnxRunner, load_onnx_model
 
 BACKENDS = ("torch", "onnx")
 QUANTIZE = ("int8",)
-
-
-class OnnxModel(nn.Module):
-    """An ONNX Runtime session with the CRNN's calling convention (CPU only)."""
-
-    def __init__(self, path: Path, config: ModelConfig, threads: int | None = None):
-        super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise CrnnError("--backend onnx needs onnxruntime: pip install 'crnn[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.path = Path(path)
-        self.config = config
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelFileError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        (log_probs,) = self.session.run(["log_probs"], {"images": images.detach().cpu().float().numpy()})
-        return torch.from_numpy(log_probs)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -135,28 +110,6 @@ def cached_onnx(loaded: LoadedModel, quantize: str | None = None) -> Path:
     return out
 
 
-def load_onnx_file(path: Path, threads: int | None = None) -> LoadedModel:
-    """A .onnx file written by `crnn export`: weights in the graph, everything else in its metadata."""
-    try:
-        import onnx
-    except ImportError:
-        raise CrnnError("--backend onnx needs onnx and onnxruntime: pip install 'crnn[onnx]'") from None
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable ONNX file: {str(exc).splitlines()[0]}") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("crnn.format") != "crnn-export":
-        raise ModelFileError(f"{path}: an ONNX file without crnn metadata (make it with `crnn export --format onnx`)")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["crnn.config"]), source=str(path))
-        alphabet = Alphabet(meta["crnn.alphabet"])
-        preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
-    except Exception as exc:
-        raise ModelFileError(f"{path}: damaged crnn metadata: {str(exc).splitlines()[0]}") from None
-    return LoadedModel(OnnxModel(path, config, threads), config, alphabet, preprocess, {}, Path(path))
-
-
 def load_for_backend(model: str | Path | LoadedModel | None, backend: str = "torch", quantize: str | None = None,
                      threads: int | None = None) -> LoadedModel:
     """A LoadedModel whose `.model` runs on `backend` (and `quantize`), ready for the Recognizer."""
@@ -168,13 +121,11 @@ def load_for_backend(model: str | Path | LoadedModel | None, backend: str = "tor
         # a .onnx file can only run in ONNX Runtime, whatever the backend's default
         if quantize:
             raise CrnnError(f"{model}: --quantize applies to .pt models (it quantises them before export)")
-        if not Path(model).is_file():
-            raise ModelFileError(f"{model}: no such file")
-        return load_onnx_file(Path(model), threads)
+        return load_onnx_model(model, threads)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if backend == "onnx":
         path = cached_onnx(loaded, quantize)
-        runner = OnnxModel(path, loaded.config, threads)
+        runner = OnnxRunner(path, loaded.config, threads)
     elif quantize == "int8":
         runner = quantize_int8(_copy(loaded.model))
     else:

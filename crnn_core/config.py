@@ -15,7 +15,7 @@ from .errors import ConfigError
 HEADS = ("ctc", "softmax")
 # How the softmax head turns the column sequence into its L positions.
 REDUCTIONS = ("mean", "last", "attention")
-DEFAULT_MODEL = "crnn-small"
+DEFAULT_MODEL = "crnn-fast"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -248,7 +248,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: str = "default"
     threads: int | None = None
-    precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, fp16
     freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
 
     def to_dict(self) -> dict[str, Any]:

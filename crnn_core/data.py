@@ -359,13 +359,21 @@ def to_tensor_batch(arrays: Sequence[np.ndarray], width_multiple: int = 1):
     """
     import torch
 
+    batch, widths = to_array_batch(arrays, width_multiple)
+    return torch.from_numpy(batch), widths
+
+
+def to_array_batch(arrays: Sequence[np.ndarray], width_multiple: int = 1) -> tuple[np.ndarray, list[int]]:
+    """`to_tensor_batch` as a float32 numpy array (for ONNX Runtime, which needs no torch)."""
     widths = [a.shape[1] for a in arrays]
     widest = -(-max(widths) // width_multiple) * width_multiple
     batch = np.stack([pad_right(a, widest) for a in arrays])
     if batch.ndim == 3:
         batch = batch[..., None]
-    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return tensor.contiguous(), widths
+    out = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    out /= np.float32(127.5)
+    out -= np.float32(1.0)
+    return out, widths
 
 
 def equal_width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:

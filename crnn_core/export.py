@@ -9,6 +9,7 @@ with `scan`, which keeps the width dynamic.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
@@ -57,6 +58,10 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
         "crnn.preprocess": json.dumps(loaded.preprocess.to_dict()),
         "crnn.config": json.dumps(loaded.config.to_dict()),
     }
+    if loaded.train.get("calibration"):  # so predict on the export reports the same p_correct
+        common["crnn.calibration"] = json.dumps(loaded.train["calibration"])
+    if loaded.path is not None and Path(loaded.path).is_file():  # which model file this was made from
+        common["crnn.source_sha256"] = hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
     if loaded.config.head == "softmax":
         return dict(common, **{
             "crnn.end": "0",

@@ -16,20 +16,23 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .alphabet import Alphabet
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
 from .errors import ModelFileError, WriteError
-from .model import CRNN
+
+if TYPE_CHECKING:
+    from .model import CRNN
+
+# torch is imported where a .pt file is read or written, so the ONNX Runtime path of
+# `crnn predict` (onnx_runner.py) can use this module without paying torch's import (~1 s).
 
 MODEL_FORMAT = "crnn-model"
 CHECKPOINT_FORMAT = "crnn-checkpoint"
 FORMAT_VERSION = 1
-DEFAULT_BUNDLED_MODEL = "codes-small"
+DEFAULT_BUNDLED_MODEL = "codes-fast"
 
 
 @dataclass
@@ -121,6 +124,8 @@ def _payload(model: CRNN, alphabet: Alphabet, preprocess: Preprocess, train: dic
 
 
 def _save(path: Path, payload: dict) -> None:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -139,7 +144,7 @@ def save_checkpoint(path: str | Path, model: CRNN, alphabet: Alphabet, preproces
 
 
 def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A model file path, or the name of a bundled model (`codes-small`); None = the default."""
+    """A model file path, or the name of a bundled model (`codes-fast`); None = the default."""
     text = str(name_or_path) if name_or_path is not None else DEFAULT_BUNDLED_MODEL
     path = Path(text)
     if path.is_file():
@@ -167,6 +172,8 @@ def read_payload(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not raw.startswith(b"PK\x03\x04"):  # torch.save's zip container; anything else is not ours
         raise ModelFileError(f"{path}: not a crnn model file (not a torch.save zip archive)")
+    import torch
+
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -192,6 +199,8 @@ def read_payload(path: Path) -> dict[str, Any]:
 
 def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
     """Load a model file, a checkpoint, a run directory, or a bundled model by name."""
+    from .model import CRNN
+
     path = resolve_model(name_or_path)
     payload = read_payload(path)
     try:

@@ -7,17 +7,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from .calibration import Calibration
 from .constrained import DEFAULT_BEAM, Constraint, decode_batch_constrained, make_constraint
-from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_tensor_batch
+from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_array_batch
 from .decode import decode_batch
-from .errors import ImageError
+from .errors import CrnnError, ImageError
 from .memory import release_free_memory
-from .modelfile import LoadedModel, load_model
-from .model import CRNN
+from .modelfile import LoadedModel
+from .onnx_runner import OnnxRunner
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import CRNN
+
+# torch is imported only when a torch model runs: the ONNX Runtime path never loads it.
+BACKENDS = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -31,12 +40,13 @@ class Prediction:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-@torch.inference_mode()
 def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode, batch_size: int = 64,
                      beam: int = 1, device: torch.device | None = None,
                      constraint: Constraint | None = None) -> list[tuple[str, float]]:
@@ -47,43 +57,82 @@ def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode,
     Images are batched only with others of exactly the same (preprocessed) width, so there is
     no batch padding and an image reads the same alone or in any company.
     """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    if isinstance(model, OnnxRunner):  # numpy in, numpy out
+        forward = model.run
+        restore = None
+    else:
+        forward, restore = _torch_forward(model, device)
     results: list[tuple[str, float]] = [("", 0.0)] * len(arrays)
     widths = [a.shape[1] for a in arrays]
     for batch in equal_width_batches(widths, batch_size):
-        images, batch_widths = to_tensor_batch([arrays[i] for i in batch])
-        log_probs = model(images.to(device)).cpu().numpy()
+        images, batch_widths = to_array_batch([arrays[i] for i in batch])
+        log_probs = forward(images)
         lengths = [model.config.output_length(w) for w in batch_widths]
         decoded_batch = (decode_batch(log_probs, lengths, beam, model.config.head) if constraint is None else
                          decode_batch_constrained(log_probs, lengths, constraint.automaton, constraint.beam))
         for i, decoded in zip(batch, decoded_batch):
             text = alphabet_decode(decoded.ids) if getattr(decoded, "matched", True) else None
             results[i] = (text, decoded.confidence)
-    model.train(was_training)
+    if restore is not None:
+        restore()
     return results
 
 
+def _torch_forward(model: CRNN, device: torch.device | None):
+    """The eager model as numpy in, numpy out, in eval mode; and how to restore its mode."""
+    import torch
+
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(images).to(device)).float().cpu().numpy()
+
+    return forward, lambda: model.train(was_training)
+
+
 class Recognizer:
-    """A loaded model ready to read images: `Recognizer("codes-small").predict_paths([...])`."""
+    """A loaded model ready to read images: `Recognizer("codes-fast").predict_paths([...])`."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "torch",
                  quantize: str | None = None, pattern: str | None = None, lexicon: str | Path | None = None):
-        if backend != "torch" or quantize or str(model).endswith(".onnx"):  # ONNX Runtime or int8: backends.py
+        from .onnx_runner import bundled_onnx, load_onnx_model, onnxruntime_available
+
+        if backend not in BACKENDS:
+            raise CrnnError(f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
+        twin = bundled_onnx(model) if not isinstance(model, LoadedModel) else None
+        if backend == "auto":
+            # ONNX Runtime where the model ships as ONNX (no torch import, faster on a CPU);
+            # the eager model for everything else, and for CUDA or int8 requests.
+            fast = device in ("auto", "cpu") and not quantize and onnxruntime_available() and (
+                twin is not None or str(model).endswith(".onnx"))
+            backend = "onnx" if fast else "torch"
+        if backend == "onnx" and twin is not None and not quantize and device in ("auto", "cpu"):
+            self.loaded = load_onnx_model(twin)
+            device = "cpu"
+        elif backend != "torch" or quantize or str(model).endswith(".onnx"):  # ONNX Runtime or int8: backends.py
             from .backends import backend_device, load_for_backend
 
             device = backend_device(device, backend, quantize, model)
             self.loaded = load_for_backend(model, backend, quantize)
         else:
+            from .modelfile import load_model
+
             self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        self.backend = backend
         # --pattern / --lexicon: a beam search (default width 16) over the regex's automaton or the word trie
         self.constraint = make_constraint(self.loaded.alphabet, pattern, lexicon, beam if beam > 1 else DEFAULT_BEAM,
                                           self.loaded.config.head)
         self.calibration = Calibration.from_dict(self.loaded.train.get("calibration"))
-        self.device = resolve_device(device)
-        self.model = self.loaded.model.to(self.device).eval()
+        if isinstance(self.loaded.model, OnnxRunner):  # CPU, no torch
+            self.device = None
+            self.model = self.loaded.model
+        else:
+            self.device = resolve_device(device)
+            self.model = self.loaded.model.to(self.device).eval()
         self.batch_size = batch_size
         self.beam = beam
         self.threads = threads

@@ -1,31 +1,104 @@
-"""Augmentation levels keep the image's height and type; heavy adds its own transforms."""
+"""Batch augmentation: shapes, widths, background padding, determinism, and the geometry."""
 
 import numpy as np
 import pytest
-
+import torch
 from PIL import Image
 
-from crnn_core.augment import LEVELS, augment, perspective
+from crnn_core.augment import LEVELS, apply_params, augment_batch, draw_params, identity_params, perspective
 from crnn_core.config import ConfigError, TrainConfig
+from crnn_core.data import to_tensor_batch
+
+
+def _text_like(rng, width, channels=1, height=32):
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    image = np.full(shape, 230, dtype=np.uint8)
+    for x in range(4, width - 8, 14):  # dark strokes on light paper
+        image[8:24, x:x + 5] = rng.integers(0, 60)
+    return image
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_every_level_keeps_height_and_dtype(channels):
+def test_every_level_gives_a_normalised_batch_with_each_images_width(channels):
     rng = np.random.default_rng(0)
-    shape = (32, 120) if channels == 1 else (32, 120, 3)
-    image = rng.integers(0, 255, shape, dtype=np.uint8)
+    arrays = [_text_like(rng, w, channels) for w in (40, 97, 120, 133)]
     for level in LEVELS:
-        for _ in range(20):
-            out = augment(image, rng, level, max_width=140)
-            assert out.dtype == np.uint8 and out.shape[0] == 32 and out.ndim == image.ndim and out.shape[1] <= 140
-    assert augment(image, rng, "none") is image
+        for _ in range(10):
+            batch, widths = augment_batch(arrays, rng, level, max_width=140, width_multiple=16)
+            assert batch.dtype == torch.float32 and batch.shape[:3] == (4, channels, 32)
+            assert batch.shape[3] % 16 == 0 and batch.shape[3] >= max(widths)
+            assert all(4 <= w <= 140 for w in widths)
+            assert float(batch.min()) >= -1.0 and float(batch.max()) <= 1.0
+    plain, widths = augment_batch(arrays, rng, "none", width_multiple=16)
+    expected, expected_widths = to_tensor_batch(arrays, 16)
+    assert torch.equal(plain, expected) and widths == expected_widths
+
+
+def test_identity_choices_reproduce_the_images_exactly():
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (32, w), dtype=np.uint8) for w in (50, 64, 71)]
+    batch, widths = apply_params(arrays, identity_params([50, 64, 71]), width_multiple=8)
+    assert widths == [50, 64, 71] and batch.shape == (3, 1, 32, 72)
+    pixels = ((batch + 1.0) * 127.5).round().to(torch.int64)
+    for i, a in enumerate(arrays):
+        assert torch.equal(pixels[i, 0, :, : a.shape[1]], torch.from_numpy(a.astype(np.int64)))
+
+
+def test_padding_is_each_images_own_background():
+    image = np.full((32, 40), 200, dtype=np.uint8)
+    image[10:20, 5:30] = 10
+    dark = 255 - image
+    params = identity_params([40, 40])
+    params["out_w"] = np.array([40, 24])  # the second one squeezed narrower
+    batch, widths = apply_params([image, dark], params, width_multiple=16)
+    pixels = (batch + 1.0) * 127.5
+    assert widths == [40, 24] and batch.shape[-1] == 48
+    assert torch.allclose(pixels[0, 0, :, 40:], torch.tensor(200.0), atol=0.01)
+    assert torch.allclose(pixels[1, 0, :, 24:], torch.tensor(55.0), atol=0.01)
+
+
+def test_stretch_and_shift_move_content_where_expected():
+    image = np.full((32, 60), 255, dtype=np.uint8)
+    image[:, 20:30] = 0  # a dark bar from x = 20 to 30
+    params = identity_params([60])
+    params["out_w"] = np.array([120])  # twice as wide: the bar now spans 40..60
+    batch, _ = apply_params([image], params)
+    dark = torch.nonzero(((batch[0, 0] + 1.0) * 127.5).mean(dim=0) < 128).flatten()
+    assert int(dark.min()) == 40 and int(dark.max()) == 59
+    params = identity_params([60])
+    params["dx"] = np.array([-5.0])  # the output samples 5 px to the left: content moves right
+    batch, _ = apply_params([image], params)
+    dark = torch.nonzero(((batch[0, 0] + 1.0) * 127.5).mean(dim=0) < 128).flatten()
+    assert int(dark.min()) == 25 and int(dark.max()) == 34
+
+
+def test_the_same_random_stream_gives_the_same_batch():
+    arrays = [_text_like(np.random.default_rng(2), w) for w in (60, 80)]
+    first = augment_batch(arrays, np.random.default_rng(7), "default", 200, 16)
+    again = augment_batch(arrays, np.random.default_rng(7), "default", 200, 16)
+    other = augment_batch(arrays, np.random.default_rng(8), "default", 200, 16)
+    assert torch.equal(first[0], again[0]) and first[1] == again[1]
+    assert not (first[0].shape == other[0].shape and torch.equal(first[0], other[0]))
+
+
+def test_choices_follow_the_level():
+    rng = np.random.default_rng(3)
+    light = draw_params([100] * 4000, 32, rng, "light")
+    strong = draw_params([100] * 4000, 32, rng, "heavy")
+    assert np.abs(light["angle"]).max() <= np.deg2rad(1.5) + 1e-9
+    assert np.abs(strong["angle"]).max() > np.deg2rad(1.5)
+    assert 0.7 < np.mean(light["angle"] != 0) < 0.9  # 80% of images are tilted
+    assert np.mean(strong["inverted"]) > np.mean(light["inverted"])
 
 
 def test_heavy_differs_from_default_with_the_same_random_stream():
     image = np.full((32, 100), 230, dtype=np.uint8)
     image[8:24, 20:80] = 20
-    differs = sum(not np.array_equal(augment(image, np.random.default_rng(s), "default"),
-                                     augment(image, np.random.default_rng(s), "heavy")) for s in range(10))
+    differs = 0
+    for s in range(10):
+        a, _ = augment_batch([image], np.random.default_rng(s), "default")
+        b, _ = augment_batch([image], np.random.default_rng(s), "heavy")
+        differs += not (a.shape == b.shape and torch.equal(a, b))
     assert differs == 10
     assert TrainConfig.from_dict({"augment": "heavy"}).augment == "heavy"
     with pytest.raises(ConfigError, match="none, light, default or heavy"):

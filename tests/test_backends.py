@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,13 +41,13 @@ def read(recognizer, paths):
 
 
 def test_onnx_backend_reads_like_eager(private_tmp):
-    from crnn_core.backends import OnnxModel
+    from crnn_core.onnx_runner import OnnxRunner
     from crnn_core.recognizer import Recognizer
 
     paths, _ = val_images(24)
     eager = read(Recognizer("codes-small"), paths)
     onnx = Recognizer("codes-small", backend="onnx")
-    assert isinstance(onnx.model, OnnxModel)
+    assert isinstance(onnx.model, OnnxRunner)
     assert onnx.model.path.parent.parent == private_tmp  # the bundled folder is not written to
     got = read(onnx, paths)
     assert [t for t, _ in got] == [t for t, _ in eager]
@@ -122,3 +123,50 @@ def test_cli_backend_errors_are_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("crnn: error:") and words in lines[-1], result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_bundled_onnx_twin_is_made_from_the_bundled_model_and_reads_like_it():
+    """models/codes-fast.onnx must be re-exported whenever codes-fast.pt is retrained."""
+    import hashlib
+
+    from crnn_core.config import bundled_dir
+    from crnn_core.onnx_runner import OnnxRunner, bundled_onnx
+    from crnn_core.recognizer import Recognizer
+
+    twin = bundled_onnx(None)
+    assert twin is not None and twin.name == "codes-fast.onnx"
+    meta = OnnxRunner(twin, None).session.get_modelmeta().custom_metadata_map
+    pt = Path(str(bundled_dir())) / "codes-fast.pt"
+    assert meta["crnn.source_sha256"] == hashlib.sha256(pt.read_bytes()).hexdigest(), \
+        "re-export: crnn export codes-fast --format onnx --out models/codes-fast.onnx"
+    paths, _ = val_images(40)
+    fast = Recognizer(backend="auto")
+    assert fast.backend == "onnx" and isinstance(fast.model, OnnxRunner) and fast.calibration is not None
+    eager = Recognizer(backend="torch")
+    got, want = list(fast.predict_paths(paths)), list(eager.predict_paths(paths))
+    assert [p.text for p in got] == [p.text for p in want]
+    assert max(abs(a.confidence - b.confidence) for a, b in zip(got, want)) < 1e-3
+    assert max(abs(a.p_correct - b.p_correct) for a, b in zip(got, want)) < 1e-3
+
+
+def test_auto_backend_uses_torch_where_onnx_does_not_apply(tmp_path):
+    from crnn_core.config import bundled_dir
+    from crnn_core.recognizer import Recognizer
+
+    own = tmp_path / "mine.pt"
+    shutil.copy(Path(str(bundled_dir())) / "codes-fast.pt", own)
+    assert Recognizer(own, backend="auto").backend == "torch"  # a user's .pt: no ONNX twin
+    assert Recognizer("codes-small", backend="auto").backend == "torch"  # bundled, but no .onnx shipped
+    assert Recognizer(backend="auto", quantize="int8").backend == "torch"
+
+
+def test_default_predict_never_imports_torch():
+    """The start-up cost of `crnn predict` is mostly torch's import; the default path avoids it."""
+    path = val_images(1)[0][0]
+    code = ("import sys\nfrom crnn_core.cli.app import main\nsys.argv = ['crnn', 'predict', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print('torch' in sys.modules, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "False"
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.strip()

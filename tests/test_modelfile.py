@@ -64,7 +64,7 @@ def test_a_plain_state_dict_is_not_a_model_file(tmp_path):
 
 def test_bundled_default_model_resolves_and_loads():
     path = resolve_model(None)
-    assert path.name == "codes-small.pt" and path.is_file()
+    assert path.name == "codes-fast.pt" and path.is_file()
     loaded = load_model(None)
     assert set("0123456789") <= set(loaded.alphabet.chars)
 

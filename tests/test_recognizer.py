@@ -18,8 +18,22 @@ def test_bundled_default_model_reads_sample_images():
     from crnn_core.data import discover
 
     samples = discover(Path(__file__).resolve().parents[1] / "sample_data" / "sidecar").samples
-    recognizer = Recognizer()  # the bundled codes-small
+    recognizer = Recognizer()  # the bundled codes-fast
     results = list(recognizer.predict_paths([s.path for s in samples]))
     assert [r.path for r in results] == [str(s.path) for s in samples]
     correct = sum(r.text == s.text for r, s in zip(results, samples))
     assert correct >= len(samples) * 0.8  # 24 unseen crops; the model scores ~98% on validation
+
+
+def test_array_batches_match_tensor_batches_and_padding_rounds_per_image():
+    import numpy as np
+
+    from crnn_core.data import to_array_batch, to_tensor_batch
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (32, w), dtype=np.uint8) for w in (33, 40, 47)]
+    as_array, widths = to_array_batch(arrays, 8)
+    as_tensor, tensor_widths = to_tensor_batch(arrays, 8)
+    assert widths == tensor_widths == [33, 40, 47] and as_array.shape == (3, 1, 32, 48)
+    assert np.array_equal(as_array, as_tensor.numpy())
+

@@ -85,3 +85,20 @@ def test_labels_too_long_for_ctc_are_skipped_and_reported(tiny_data, tmp_path):
     assert len(result.skipped) == 1
     assert "CTC steps" in result.skipped[0].message and "2.png" in result.skipped[0].message
     assert result.skipped[0].where.endswith("labels.tsv:3")
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch):
+    import torch
+
+    from crnn_core import train as train_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert train_module.autocast_dtype("auto", cpu) == torch.bfloat16
+    assert train_module.autocast_dtype("fp32", cpu) is None
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert train_module.autocast_dtype("auto", cpu) is None
+    assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for explicitly: honoured
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    monkeypatch.undo()
+    assert train_module.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

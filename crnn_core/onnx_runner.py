@@ -1,0 +1,87 @@
+"""ONNX Runtime inference without torch: the fast path of `crnn predict`.
+
+Importing torch costs about a second, most of what `crnn predict one.png` took. An exported
+model (`crnn export --format onnx`, or the bundled `codes-fast.onnx` made the same way and
+parity-checked against the eager model) carries everything needed to read images in its
+metadata, so numpy, Pillow and onnxruntime suffice. `backend="auto"` (the default of
+`crnn predict`) takes this path when the model has such a file and onnxruntime is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .alphabet import Alphabet
+from .config import ModelConfig, bundled_dir
+from .data import Preprocess
+from .errors import CrnnError, ModelFileError
+from .modelfile import DEFAULT_BUNDLED_MODEL, LoadedModel
+
+
+class OnnxRunner:
+    """An ONNX Runtime session with the CRNN's calling convention on numpy arrays (CPU)."""
+
+    def __init__(self, path: str | Path, config: ModelConfig, threads: int | None = None, session=None):
+        self.path = Path(path)
+        self.config = config
+        self.session = session if session is not None else open_session(self.path, threads)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """float32 images B x C x H x W (pixel / 127.5 - 1) -> log-probs T x B x classes."""
+        (log_probs,) = self.session.run(["log_probs"], {"images": np.ascontiguousarray(images, dtype=np.float32)})
+        return log_probs
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_session(path: Path, threads: int | None = None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CrnnError("--backend onnx needs onnxruntime: pip install 'crnn[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings would land in our stderr
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX file: {str(exc).splitlines()[0]}") from None
+
+
+def load_onnx_model(path: str | Path, threads: int | None = None) -> LoadedModel:
+    """A .onnx file written by `crnn export`, ready for the Recognizer; its `.model` is an OnnxRunner."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    session = open_session(path, threads)
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("crnn.format") != "crnn-export":
+        raise ModelFileError(f"{path}: an ONNX file without crnn metadata (make it with `crnn export --format onnx`)")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["crnn.config"]), source=str(path))
+        alphabet = Alphabet(meta["crnn.alphabet"])
+        preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
+        calibration = json.loads(meta["crnn.calibration"]) if "crnn.calibration" in meta else None
+    except Exception as exc:
+        raise ModelFileError(f"{path}: damaged crnn metadata: {str(exc).splitlines()[0]}") from None
+    train = {"calibration": calibration} if calibration else {}
+    return LoadedModel(OnnxRunner(path, config, session=session), config, alphabet, preprocess, train, path)
+
+
+def bundled_onnx(model: str | Path | None) -> Path | None:
+    """The shipped ONNX twin of a bundled model named by `model` (None = the default), if any."""
+    name = DEFAULT_BUNDLED_MODEL if model is None else str(model)
+    if "/" in name or name.endswith((".pt", ".onnx")) or Path(name).exists():
+        return None  # a file or folder of the user's: not a bundled name
+    twin = Path(str(bundled_dir())) / f"{name}.onnx"
+    return twin if twin.is_file() else None
