@@ -33,6 +33,7 @@ def test_run_folder_contents_and_metrics(tiny_data, tmp_path):
     assert all(0.0 <= m["val_accuracy"] <= 1.0 and m["val_cer"] >= 0.0 for m in lines)
     assert read_payload(run / "last.pt")["format"] == "crnn-checkpoint"
     assert read_payload(run / "best.pt")["train"]["best_epoch"] == result.best_epoch
+    assert __import__("gc").get_freeze_count() == 0  # the run's gc.freeze() is undone when it returns
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_data, tmp_path):
