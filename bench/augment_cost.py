@@ -2,7 +2,8 @@
 
     python bench/augment_cost.py [--model crnn-small] [--images 800] [--repeat 3]
 
-Times `augment()` per image at every level on cached sample_data/codes/train arrays, and one
+Times `augment_batch()` per image (batches of 16, as training makes them) at every level on cached
+sample_data/codes/train arrays, and one
 training step (forward, CTC, backward, AdamW) per image at batch 16 for the architecture, all
 on one thread. The share column is the augmentation time as a fraction of augmentation plus
 step: how much slower an epoch gets (image loading is cached and does not count).
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from crnn_core.alphabet import Alphabet  # noqa: E402
-from crnn_core.augment import LEVELS, augment  # noqa: E402
+from crnn_core.augment import LEVELS, augment_batch  # noqa: E402
 from crnn_core.config import load_model_config  # noqa: E402
 from crnn_core.data import discover, load_all, to_tensor_batch, width_batches  # noqa: E402
 from crnn_core.model import CRNN  # noqa: E402
@@ -46,21 +47,22 @@ def main() -> None:
     texts = [s.text for s in samples]
 
     rows = {}
+    batches = width_batches([a.shape[1] for a in arrays], 16, np.random.default_rng(0))
     for level in LEVELS:
         times = []
         for r in range(args.repeat):
             rng = np.random.default_rng(r)
             started = time.perf_counter()
-            for a in arrays:
-                augment(a, rng, level, config.max_width)
+            for batch in batches:
+                augment_batch([arrays[i] for i in batch], rng, level, config.max_width, 16)
             times.append((time.perf_counter() - started) / len(arrays) * 1000)
         rows[level] = statistics.median(times)
+    # `none` is the plain batch (to_tensor_batch) every level pays; the others add to it
 
     alphabet = Alphabet.from_texts(texts)
     model = CRNN(config, alphabet.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ctc = nn.CTCLoss(zero_infinity=True)
-    batches = width_batches([a.shape[1] for a in arrays], 16, np.random.default_rng(0))
     step_times = []
     for r in range(args.repeat):
         started = time.perf_counter()

@@ -305,7 +305,7 @@ def predict(args) -> None:
     arrays = [base.preprocess.load(p) for p in paths]  # both models read 32 px gray the same way
     for model_name, label, backend, quantize in variants:
         loaded = load_for_backend(model_name, backend, quantize)
-        model = loaded.model.eval()
+        model = loaded.model.eval() if hasattr(loaded.model, "eval") else loaded.model  # OnnxRunner: no modes
         recognize_arrays(model, arrays[:64], loaded.alphabet.decode, 64, device=torch.device("cpu"))  # warm-up
         res = {}
         for batch in (1, 64):
