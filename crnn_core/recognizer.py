@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +17,7 @@ from .decode import decode_batch
 from .errors import CrnnError, ImageError
 from .memory import release_free_memory
 from .modelfile import LoadedModel
-from .onnx_runner import OnnxRunner
+from .onnx_runner import OnnxRunner, bundled_onnx, load_onnx_model, onnxruntime_available
 
 if TYPE_CHECKING:
     import torch
@@ -99,8 +98,6 @@ class Recognizer:
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "torch",
                  quantize: str | None = None, pattern: str | None = None, lexicon: str | Path | None = None):
-        from .onnx_runner import bundled_onnx, load_onnx_model, onnxruntime_available
-
         if backend not in BACKENDS:
             raise CrnnError(f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
         twin = bundled_onnx(model) if not isinstance(model, LoadedModel) else None
