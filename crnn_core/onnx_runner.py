@@ -47,7 +47,7 @@ def open_session(path: Path, threads: int | None = None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CrnnError("--backend onnx needs onnxruntime: pip install 'crnn[onnx]'") from None
+        raise CrnnError("ONNX Runtime is missing (a dependency of crnn): pip install onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
     options.inter_op_num_threads = 1
