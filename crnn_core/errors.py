@@ -27,3 +27,9 @@ class ExportError(CrnnError):
 
 class WriteError(CrnnError):
     """A file could not be written (full disk, read-only folder); its previous version is intact."""
+
+
+class UsageError(CrnnError):
+    """Options that cannot be used together or a value out of range: exit code 2, like a bad flag."""
+
+    exit_code = 2

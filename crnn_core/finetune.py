@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .choices import ALPHABET_MODES
 from .alphabet import Alphabet
 from .errors import DatasetError, ModelFileError
 
-ALPHABET_MODES = ("union", "new", "keep")
 # A seeded row's bias starts this much below its model's (in logits): the old character keeps
 # winning at first instead of the two splitting every frame.
 SEEDED_BIAS_OFFSET = 1.0
