@@ -499,9 +499,12 @@ def apply_model_flags(config: ModelConfig, height: int | None = None, head: str 
                       max_length: int | None = None) -> ModelConfig:
     """The architecture with --height, --head and --max-length applied (train and data check)."""
     if height is not None:
-        height = INPUT_SETTINGS["height"].check(height, "--height")
         raw = config.to_dict()
-        config = ModelConfig.from_dict(dict(raw, input=dict(raw["input"], height=height)), source="--height")
+        try:
+            height = INPUT_SETTINGS["height"].check(height, "--height")
+            config = ModelConfig.from_dict(dict(raw, input=dict(raw["input"], height=height)), source="--height")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
     if head is not None and head != config.head:
         config = dataclasses.replace(config, head=head, head_length=None)
     if max_length is not None:
