@@ -5,7 +5,6 @@ crnn_core (and so torch) is imported inside each command, never at module level.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys

@@ -13,7 +13,8 @@ it without loading torch. `build` and `loss` import torch when they are called.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -24,6 +25,15 @@ if TYPE_CHECKING:  # torch, numpy and the decoders load when a head is used, not
 
     from .config import ModelConfig
     from .decode import Decoded
+
+
+@dataclass(frozen=True)
+class HeadRows:
+    """Which output row holds each character, and the head's special rows by name (fine-tuning surgery)."""
+
+    chars: Mapping[str, int]
+    special: Mapping[str, int]
+    classes: int
 
 
 def ctc_needed_steps(ids: Sequence[int]) -> int:
@@ -52,6 +62,10 @@ class Head:
     def output_length(self, config: ModelConfig, width: int) -> int:
         """Frames the model outputs for an image `width` px wide."""
         raise NotImplementedError
+
+    def rows(self, alphabet) -> HeadRows:
+        """Class 0 is the special symbol; characters take rows 1..K in alphabet order."""
+        return HeadRows({c: i + 1 for i, c in enumerate(alphabet.chars)}, {self.special: 0}, alphabet.num_classes)
 
     def label_problem(self, config: ModelConfig, ids: Sequence[int], width: int) -> str | None:
         """Why this head cannot learn a label of these ids from an image this wide, or None."""

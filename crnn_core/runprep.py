@@ -213,7 +213,7 @@ def build_model(plan: RunPlan, run_data: RunData, device: Any, emit: Callback):
     model = CRNN(run_data.model_config, run_data.alphabet.num_classes)
     surgery: Surgery | None = None
     if plan.init_model is not None:
+        head = head_for(run_data.model_config)
         surgery = init_from(model, plan.init_model.model.state_dict(), plan.init_model.alphabet, run_data.alphabet,
-                            head_keys=head_for(run_data.model_config).classifier_keys,
-                            seed=plan.train_config.seed)
+                            rows=head.rows, head_keys=head.classifier_keys, seed=plan.train_config.seed)
     return model.to(device), surgery

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crnn_core.config import ModelConfig, TrainConfig, load_model_config, resolve_run_config
-from crnn_core.errors import ConfigError, CrnnError, UsageError
+from crnn_core.errors import ConfigError, UsageError
 from crnn_core.train import Clock, Trainer, strict_json, train
 
 TINY = dict(epochs=1, batch_size=16, threads=2)

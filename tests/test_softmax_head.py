@@ -76,7 +76,7 @@ def test_loss_is_low_for_the_right_answer_and_high_for_a_wrong_one():
         right[pos, 0, cls] = 0.0
     wrong = right.clone()
     wrong[2, 0, 0], wrong[2, 0, 4] = -20.0, 0.0  # a fourth character where the end should be
-    loss = lambda lp: torch.nn.functional.nll_loss(lp.log_softmax(-1).permute(1, 2, 0), targets).item()
+    loss = lambda lp: torch.nn.functional.nll_loss(lp.log_softmax(-1).permute(1, 2, 0), targets).item()  # noqa: E731
     assert loss(right) < 1e-6
     assert loss(wrong) > 4.0
 
