@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import random
 import string
