@@ -26,6 +26,7 @@ from . import __version__, distributed
 from .augment import augment_batch
 from .calibration import calibrate_file
 from .config import ModelConfig, TrainConfig, dump_run_config
+from .cpushare import CpuShare
 from .data import Problem, width_batches
 from .errors import CrnnError
 from .finetune import backbone_frozen, set_backbone_frozen
@@ -281,6 +282,9 @@ class Trainer:
                                    "freeze_backbone": self.config.freeze_backbone})
         self.init_alphabet = init_alphabet
         self.val_seconds: float | None = None
+        # Without --threads, a CPU run follows the cores other programs leave free (cpushare.py).
+        adapt = self.config.threads is None and self.device.type == "cpu" and not ctx.enabled
+        self.cpu_share = CpuShare(torch.get_num_threads()) if adapt else None
         self._set_up_optimisation()
         self.state = TrainState()
         if plan.saved:
@@ -391,12 +395,19 @@ class Trainer:
                 losses.append(loss)
                 self.nonfinite_streak = 0
             self.scheduler.step()
+            self._share_cores()
             outcome.seen += len(batches[step]) * self.ctx.world
             self.emit("step", {"epoch": epoch, "step": step + 1, "steps": len(batches),
                                "loss": losses[-1] if losses else math.nan, "samples_per_s": outcome.rate(),
                                "lr": self.scheduler.get_last_lr()[0]})
         outcome.train_seconds = time.monotonic() - outcome.started
         return outcome
+
+    def _share_cores(self) -> None:
+        threads = self.cpu_share.check() if self.cpu_share is not None else None
+        if threads is not None:
+            torch.set_num_threads(threads)
+            self.emit("threads", {"threads": threads, "most": self.cpu_share.most})
 
     def _should_stop_before(self, stepped: bool, outcome: EpochOutcome) -> str | None:
         """"interrupted", "budget" or None; at least one step of an epoch always runs."""
