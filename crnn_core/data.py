@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .alphabet import label_fault, normalize
-from .errors import DatasetError, ImageError, quoted
+from .errors import DatasetError, ImageError, first_line, quoted
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pbm", ".pgm", ".ppm"}
 LIST_FILE_NAMES = ("labels.tsv", "labels.txt", "gt.txt")
@@ -333,8 +333,7 @@ class Preprocess:
         except MemoryError:
             raise ImageError(f"{path}: not enough memory to decode this image") from None
         except Exception as exc:  # noqa: BLE001 - a damaged file may make any decoder raise anything
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ImageError(f"{path}: cannot decode image: {detail}") from None
+            raise ImageError(f"{path}: cannot decode image: {first_line(exc)}") from None
 
 
 def to_eight_bits(values: np.ndarray) -> np.ndarray:
