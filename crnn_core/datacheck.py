@@ -9,6 +9,7 @@ from pathlib import Path
 from .alphabet import Alphabet
 from .config import ModelConfig
 from .data import Dataset, Problem, discover, load_all
+from .errors import quoted
 from .heads import head_for
 from .modelfile import preprocess_for
 
@@ -50,7 +51,7 @@ def outside(dataset: Dataset, root: Path) -> list[Problem]:
         target = sample.path.resolve()
         if not target.is_relative_to(root):
             found.append(Problem(sample.origin or str(sample.path),
-                                 f"path points outside the dataset folder {str(root)!r}: {str(target)!r}"))
+                                 f"path points outside the dataset folder {quoted(str(root))}: {quoted(str(target))}"))
     return found
 
 
@@ -71,7 +72,7 @@ def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int, r
         # the same rule training uses to skip a sample (heads.py)
         problem = head.label_problem(config, alphabet.encode(sample.text), array.shape[1])
         if problem is not None:
-            problems.append(Problem(sample.origin or str(sample.path), f"{problem}: {sample.text!r}"))
+            problems.append(Problem(sample.origin or str(sample.path), f"{problem}: {quoted(sample.text)}"))
         if array.shape[1] >= config.max_width:
             problems.append(Problem(str(sample.path), f"squeezed to the maximum width {config.max_width} px"))
     readable = sum(a is not None for a in arrays)

@@ -20,7 +20,7 @@ import numpy as np
 from .alphabet import Alphabet
 from .config import ModelConfig, TrainConfig, resolve_run_config
 from .data import Dataset, Preprocess, Problem, load_all, split_dataset
-from .errors import CrnnError, DatasetError, UsageError
+from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
 from .heads import head_for
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, load_model, preprocess_for, read_payload,
@@ -169,8 +169,8 @@ def _plan_alphabet(plan: RunPlan, train_data: Prepared, init_alphabet: str) -> A
     if unknown:
         first = next(i for i, t in enumerate(train_data.texts) if plan.alphabet.unknown(t))
         raise DatasetError(
-            f"{plan.data}: characters not in the model's alphabet: {''.join(unknown)!r} "
-            f"(first in {train_data.origins[first]}: {train_data.texts[first]!r}) "
+            f"{plan.data}: characters not in the model's alphabet: {quoted(''.join(unknown))} "
+            f"(first in {train_data.origins[first]}: {quoted(train_data.texts[first])}) "
             "(a run's alphabet is fixed; start a new run with --init and --alphabet union)")
     return plan.alphabet
 
