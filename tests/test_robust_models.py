@@ -86,9 +86,9 @@ CASES = {
                             "config: 'backbone' must be a list of layers"),
     # checked on torch's meta device: nothing of the size the config asks for is allocated
     "config asks for a huge network": ("m.pt", _edited(lambda p: p["config"]["rnn"].__setitem__("hidden", 10**5)),
-                                       "'rnn.weight_ih_l0' is 512 x 192, the network needs 400000 x 192"),
+                                       "config: rnn.hidden must be an integer >= 1 and <= 4096, not 100000"),
     "config asks for an impossible network": ("m.pt", _edited(lambda p: p["config"]["rnn"].__setitem__("hidden", 10**9)),
-                                              "config: cannot build the network"),
+                                              "config: rnn.hidden must be an integer >= 1 and <= 4096, not 1000000000"),
     "preprocess missing height": ("m.pt", _set("preprocess", {}), "preprocess: missing 'height'"),
     "preprocess of another height": ("m.pt", _edited(lambda p: p["preprocess"].__setitem__("height", 64)),
                                      "preprocess: height 64 x 1 channel(s), the config says 32 x 1"),
