@@ -436,7 +436,7 @@ def synth(
     out: Path = typer.Argument(..., help="Folder to write the dataset into (new or empty, unless --force)."),
     text: Optional[Path] = typer.Option(None, "--text", help="Lines of a UTF-8 file, in order (starting over at the end)."),
     words: Optional[Path] = typer.Option(None, "--words", help="Random lines of --words-per-line words from this word list (one a line)."),
-    pattern: Optional[str] = typer.Option(None, "--pattern", help="Codes matching this pattern: literals, [A-Z0-9] classes, \\d \\w \\s \\l \\u, (a|b), ? * + {n} {m,n}; e.g. '[A-Z]{3} [0-9]{4}'."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="Codes matching this pattern: literals, [A-Z0-9] classes, \\d \\w \\s, (a|b), ? * + {n} {m,n}; e.g. '[A-Z]{3} [0-9]{4}'."),
     words_per_line: str = typer.Option("1-3", "--words-per-line", help="With --words: words a line, a number or LOW-HIGH."),
     count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Samples to make (default: the lines of --text, else 1000)."),
     fonts: Optional[List[str]] = typer.Option(None, "--fonts", help="A font file, a folder of fonts, a file listing font paths, 'system' (fc-list) or 'builtin' (Pillow's); repeatable (default: system, else builtin)."),

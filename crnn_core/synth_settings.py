@@ -18,7 +18,7 @@ KNOB_HELP = {
     "invert": "Chance of light text on a dark ground (ink and paper levels swapped).",
     "texture": "Paper texture: strength of smooth blotches, in grey levels.",
     "noise": "Sensor noise: standard deviation of Gaussian noise, in grey levels.",
-    "blur": "Focus or motion blur: Gaussian radius in px at the output height.",
+    "blur": "Focus blur: Gaussian radius in px at the output height.",
     "jpeg": "Chance of JPEG compression artefacts.",
     "jpeg_quality": "JPEG quality when compressed.",
     "rotate": "Largest rotation, in degrees either way.",

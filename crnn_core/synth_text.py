@@ -20,9 +20,7 @@ from .errors import DatasetError, UsageError
 ESCAPES = {
     "d": string.digits,
     "w": string.ascii_letters + string.digits + "_",
-    "s": " ",
-    "l": string.ascii_lowercase,
-    "u": string.ascii_uppercase,
+    "s": " ",  # a label's only blank is the space
 }
 UNBOUNDED = 8  # `*` draws 0..8 repeats and `+` 1..8: a code longer than that is rarely wanted
 
@@ -166,8 +164,9 @@ class _Parser:
             if self.text.startswith("?:", self.pos):
                 self.pos += 2
             inner = self.alternation()
-            if self.take() != ")":
+            if self.peek() != ")":
                 raise self.fail("expected ')'")
+            self.pos += 1
             return inner
         if char == "[":
             return ("set", self.char_class())
@@ -182,7 +181,7 @@ class _Parser:
         if char in ESCAPES:
             return ESCAPES[char]
         if char.isalnum():
-            raise self.fail(f"unknown escape \\{char} (known: \\d \\w \\s \\l \\u)")
+            raise self.fail(f"unknown escape \\{char} (known: \\d \\w \\s)")
         return char
 
     def char_class(self) -> str:
