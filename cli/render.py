@@ -347,6 +347,9 @@ def synth_summary(result) -> None:
         note(f"  passed over {name} for {skip.lines} line(s): lacks {chars!r}")
     if len(result.font_skips) > 10:
         note(f"  ... and {len(result.font_skips) - 10} more font(s) (--json lists them all)")
+    if result.too_wide:
+        note(f"{result.too_wide} sample(s) wider than the --fit-model's max width at its height: training squeezes "
+             "them (shorter lines, or a model with a larger max_width)")
     if result.undrawable:
         chars = "".join(sorted(result.undrawable_chars))
         note(f"{result.undrawable} sample(s) given up: no font has {chars!r}")

@@ -177,3 +177,9 @@ def min_width_for(text: str, height: int, model: str) -> int:
     ids = [ord(c) for c in text]  # only repeats matter, so code points serve as ids
     needed = config.width_for_length(ctc_needed_steps(ids))
     return math.ceil((needed + 2) * height / config.height)  # + 2: resizing rounds, keep a little slack
+
+
+def max_width_for(height: int, model: str) -> int:
+    """The crop width, `height` px high, at which `model` starts squeezing (its max_width at its height)."""
+    config = _fit_config(model)
+    return math.floor(config.max_width * height / config.height)

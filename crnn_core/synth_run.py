@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from .choices import DEFAULT_ARCHITECTURE
 from .errors import CrnnError
 from .modelfile import atomic_write_bytes
-from .synth import RenderSettings, min_width_for, render_line
+from .synth import RenderSettings, max_width_for, min_width_for, render_line
 from .synth_fonts import Font
 from .synth_text import clean_label
 
@@ -59,6 +59,7 @@ class Rendered:
     data: bytes | None
     skips: list[tuple[str, str]]  # (font, characters it lacks) for each font passed over
     undrawable: str = ""  # characters no font has, when text is None
+    too_wide: bool = False  # wider than the fit model's max_width once at its height: training squeezes it
 
 
 @dataclass
@@ -77,6 +78,7 @@ class SynthResult:
     font_skips: dict[str, FontSkips]
     undrawable: int  # samples given up: no font has all of the text's characters
     undrawable_chars: Counter
+    too_wide: int
     source: str
     dropped_lines: int
     seconds: float
@@ -89,6 +91,7 @@ class SynthResult:
             "font_skips": {name: {"lines": s.lines, "chars": "".join(sorted(s.chars))}
                            for name, s in sorted(self.font_skips.items())},
             "undrawable_samples": self.undrawable, "undrawable_chars": "".join(sorted(self.undrawable_chars)),
+            "too_wide_samples": self.too_wide,
             "seconds": round(self.seconds, 3),
         }
 
@@ -119,12 +122,13 @@ def render_sample(job: SynthJob, index: int) -> Rendered:
             continue
         min_width = min_width_for(text, job.settings.height, job.fit_model)
         image = render_line(text, font.name, rng, job.settings, min_width)
+        too_wide = image.width >= max_width_for(job.settings.height, job.fit_model)
         buffer = io.BytesIO()
         if job.image_format == "jpg":
             image.save(buffer, format="JPEG", quality=95)
         else:
             image.save(buffer, format="PNG")
-        return Rendered(index, text, buffer.getvalue(), skips)
+        return Rendered(index, text, buffer.getvalue(), skips, too_wide=too_wide)
     return Rendered(index, None, None, skips, undrawable)
 
 
@@ -171,6 +175,7 @@ def synthesize(out: Path, job: SynthJob, count: int, *, val_fraction: float = 0.
     """Render `count` samples into OUT/train and OUT/val (the last `val_fraction` of them)."""
     out = Path(out)
     check_output_folder(out, force)
+    max_width_for(job.settings.height, job.fit_model)  # an unknown --fit-model fails here, not in a worker
     started = time.monotonic()
     n_val = val_count(count, val_fraction)
     digits = max(6, len(str(count - 1)))
@@ -178,13 +183,14 @@ def synthesize(out: Path, job: SynthJob, count: int, *, val_fraction: float = 0.
     for name in labels:
         (out / name).mkdir(parents=True, exist_ok=True)
     skips: dict[str, FontSkips] = {}
-    undrawable, undrawable_chars = 0, Counter()
+    undrawable, undrawable_chars, too_wide = 0, Counter(), 0
     workers = workers or os.cpu_count() or 1
     for done, sample in enumerate(_rendered(job, count, workers), start=1):
         for font, missing in sample.skips:
             entry = skips.setdefault(font, FontSkips())
             entry.lines += 1
             entry.chars.update(missing)
+        too_wide += sample.too_wide
         if sample.text is None:
             undrawable += 1
             undrawable_chars.update(sample.undrawable)
@@ -200,7 +206,7 @@ def synthesize(out: Path, job: SynthJob, count: int, *, val_fraction: float = 0.
     texts = [line.split("\t", 1)[1].rstrip("\n") for lines in labels.values() for line in lines]
     return SynthResult(out, {name: len(lines) for name, lines in labels.items()},
                        "".join(sorted(set("".join(texts)))), [f.name for f in job.fonts], unusable_fonts or [],
-                       skips, undrawable, undrawable_chars, job.source.describe(), job.source.dropped,
+                       skips, undrawable, undrawable_chars, too_wide, job.source.describe(), job.source.dropped,
                        time.monotonic() - started)
 
 

@@ -167,10 +167,12 @@ def test_help_documents_every_knob():
 
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory) -> Path:
+    """480 three-digit codes in Pillow's font, lightly degraded: small enough to learn in seconds."""
     out = tmp_path_factory.mktemp("synth") / "digits"
-    result = crnn("synth", out, "--pattern", "[0-9]{2,4}", "-n", "360", "--fonts", BUILTIN, "--seed", "3",
-                  "--workers", "2", "--rotate", "0.5", "--noise", "0-4", "--jpeg", "0", "--neighbours", "0",
-                  "--perspective", "0.02", "--blur", "0-0.5", "--font-size", "26-34")
+    result = crnn("synth", out, "--pattern", "[0-9]{3}", "-n", "480", "--fonts", BUILTIN, "--seed", "3",
+                  "--workers", "2", "--font-size", "28-32", "--noise", "0-3", "--texture", "0-5", "--blur", "0-0.3",
+                  "--rotate", "0.5", "--shear", "0.05", "--perspective", "0", "--jpeg", "0", "--neighbours", "0",
+                  "--underline", "0", "--invert", "0", "--pad-x", "0.1-0.2", "--pad-y", "0.1")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -183,9 +185,10 @@ def test_data_check_is_clean_on_a_synth_set(synth_set):
 
 def test_train_learns_from_a_tiny_synth_set(synth_set, tmp_path):
     run = tmp_path / "run"
-    result = crnn("train", synth_set, "--model", "crnn-tiny", "--epochs", "6", "--batch-size", "16",
-                  "--lr", "0.005", "--out", run, "--threads", "2")
+    # fp32 and one thread: the fastest settings for a model this small on a shared 2-core machine
+    result = crnn("train", synth_set, "--model", "crnn-tiny", "--epochs", "12", "--batch-size", "16",
+                  "--out", run, "--threads", "1", "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    first, best = history[0]["val_cer"], min(h["val_cer"] for h in history)
-    assert best < 0.5 * first and best < 0.5, history
+    assert max(h["val_accuracy"] for h in history) >= 0.5, history
+    assert min(h["val_cer"] for h in history) < 0.5 * history[0]["val_cer"], history
