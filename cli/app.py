@@ -53,6 +53,7 @@ app.command("eval")(commands.evaluate)
 app.command("predict")(commands.predict)
 app.command("export")(commands.export)
 app.command("info")(commands.info)
+app.command("synth")(commands.synth)
 data_app.command("check")(commands.data_check)
 
 

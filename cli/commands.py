@@ -16,6 +16,7 @@ import typer
 
 from crnn_core.choices import ALPHABET_MODES, AUGMENT_LEVELS, DEFAULT_ARCHITECTURE, PRECISIONS
 from crnn_core.heads import HEADS
+from crnn_core.synth_settings import KNOB_HELP, RenderSettings, default_text
 
 from . import render
 
@@ -392,3 +393,120 @@ def data_check(
         render.data_check(result, show)
     if result.problems:
         raise typer.Exit(1)
+
+
+# -- crnn synth ---------------------------------------------------------------------------
+def _span(value: str, option: str) -> tuple[float, float]:
+    """A knob's 'LOW-HIGH' (or one number for a fixed value) as (low, high); a usage error if not."""
+    low, sep, high = value.strip().partition("-")
+    try:
+        span = (float(low), float(high) if sep else float(low))
+    except ValueError:
+        raise typer.BadParameter(f"a number or a range LOW-HIGH of numbers at least 0, not {value!r}",
+                                 param_hint=option) from None
+    if not (0 <= span[0] <= span[1] < float("inf")):
+        raise typer.BadParameter(f"a range LOW-HIGH with 0 <= LOW <= HIGH, not {value!r}", param_hint=option)
+    return span
+
+
+def _chance(value: float, option: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"a chance from 0 to 1, not {value:g}", param_hint=option)
+    return value
+
+
+def _knob(name: str) -> str:
+    return KNOB_HELP[name]  # Typer adds the [default: ...] from the option's value
+
+
+_DEFAULTS = RenderSettings()
+
+
+class SynthLabels(str, Enum):
+    tsv = "tsv"
+    sidecar = "sidecar"
+
+
+class SynthImage(str, Enum):
+    png = "png"
+    jpg = "jpg"
+
+
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write the dataset into (new or empty, unless --force)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Lines of a UTF-8 file, in order (starting over at the end)."),
+    words: Optional[Path] = typer.Option(None, "--words", help="Random lines of --words-per-line words from this word list (one a line)."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="Codes matching this pattern: literals, [A-Z0-9] classes, \\d \\w \\s, (a|b), ? * + {n} {m,n}; e.g. '[A-Z]{3} [0-9]{4}'."),
+    words_per_line: str = typer.Option("1-3", "--words-per-line", help="With --words: words a line, a number or LOW-HIGH."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Samples to make (default: the lines of --text, else 1000)."),
+    fonts: Optional[List[str]] = typer.Option(None, "--fonts", help="A font file, a folder of fonts, a file listing font paths, 'system' (fc-list) or 'builtin' (Pillow's); repeatable (default: system, else builtin)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed and options write the same bytes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Rendering processes (default: all cores)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=1.0, help="Share of the samples written to val/ (the last ones); 0: train/ only."),
+    labels: SynthLabels = typer.Option(SynthLabels.tsv, "--labels", help="tsv: labels.tsv in each split; sidecar: NAME.gt.txt beside each image."),
+    image_format: SynthImage = typer.Option(SynthImage.png, "--image-format", help="png (lossless) or jpg (quality 95; --jpeg adds compression artefacts either way)."),
+    fit_model: str = typer.Option(DEFAULT_ARCHITECTURE, "--fit-model", help="Pad short crops so this architecture's CTC head has the steps each label needs."),
+    height: int = typer.Option(_DEFAULTS.height, "--height", min=8, max=512, help=_knob("height")),
+    font_size: str = typer.Option(default_text("font_size"), "--font-size", help=_knob("font_size")),
+    ink: str = typer.Option(default_text("ink"), "--ink", help=_knob("ink")),
+    paper: str = typer.Option(default_text("paper"), "--paper", help=_knob("paper")),
+    invert: float = typer.Option(_DEFAULTS.invert, "--invert", help=_knob("invert")),
+    texture: str = typer.Option(default_text("texture"), "--texture", help=_knob("texture")),
+    noise: str = typer.Option(default_text("noise"), "--noise", help=_knob("noise")),
+    blur: str = typer.Option(default_text("blur"), "--blur", help=_knob("blur")),
+    jpeg: float = typer.Option(_DEFAULTS.jpeg, "--jpeg", help=_knob("jpeg")),
+    jpeg_quality: str = typer.Option(default_text("jpeg_quality"), "--jpeg-quality", help=_knob("jpeg_quality")),
+    rotate: float = typer.Option(_DEFAULTS.rotate, "--rotate", min=0.0, max=45.0, help=_knob("rotate")),
+    shear: float = typer.Option(_DEFAULTS.shear, "--shear", min=0.0, max=1.0, help=_knob("shear")),
+    perspective: float = typer.Option(_DEFAULTS.perspective, "--perspective", min=0.0, max=1.0, help=_knob("perspective")),
+    underline: float = typer.Option(_DEFAULTS.underline, "--underline", help=_knob("underline")),
+    neighbours: float = typer.Option(_DEFAULTS.neighbours, "--neighbours", help=_knob("neighbours")),
+    pad_x: str = typer.Option(default_text("pad_x"), "--pad-x", help=_knob("pad_x")),
+    pad_y: str = typer.Option(default_text("pad_y"), "--pad-y", help=_knob("pad_y")),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty (files of the same names are replaced)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Make labelled line images from fonts and text: OUT/train and OUT/val, ready for `crnn train OUT`.
+
+    Each line is drawn in a font that has all of its characters (the fonts passed over are counted, per font), then degraded like a real crop. Prints OUT (or the JSON summary) on stdout.
+    """
+    from crnn_core.synth_fonts import find_fonts
+    from crnn_core.synth_run import SynthJob, synthesize
+
+    source = _synth_source(text, words, pattern, _span(words_per_line, "--words-per-line"))
+    spans = {name: _span(value, "--" + name.replace("_", "-")) for name, value in {
+        "font_size": font_size, "ink": ink, "paper": paper, "texture": texture, "noise": noise, "blur": blur,
+        "jpeg_quality": jpeg_quality, "pad_x": pad_x, "pad_y": pad_y}.items()}
+    chances = {name: _chance(value, "--" + name) for name, value in {
+        "invert": invert, "jpeg": jpeg, "underline": underline, "neighbours": neighbours}.items()}
+    if spans["font_size"][0] < 4:
+        raise typer.BadParameter("font sizes from 4 px", param_hint="--font-size")
+    settings = RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **spans, **chances)
+    found = find_fonts(fonts)
+    job = SynthJob(source, tuple(found.fonts), settings, seed, image_format.value, fit_model)
+    total = count or (len(source.lines) if text is not None else 1000)
+    with render.SynthDisplay(total) as display:
+        result = synthesize(out, job, total, val_fraction=val_fraction, label_format=labels.value,
+                            workers=workers, force=force, unusable_fonts=found.unusable, on_progress=display.update)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, allow_nan=False))
+    else:
+        render.synth_summary(result)
+        typer.echo(str(out))
+
+
+def _synth_source(text: Optional[Path], words: Optional[Path], pattern: Optional[str], per_line: tuple[float, float]):
+    from crnn_core.synth_text import LineSource, PatternSource, WordSource
+
+    given = [name for name, value in (("--text", text), ("--words", words), ("--pattern", pattern)) if value is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give one of --text FILE, --words FILE or --pattern PATTERN"
+                                 + (f", not {' and '.join(given)}" if given else ""), param_hint="--text")
+    if text is not None:
+        return LineSource.from_file(text)
+    if words is not None:
+        low, high = int(per_line[0]), int(per_line[1])
+        if low < 1 or low != per_line[0] or high != per_line[1]:
+            raise typer.BadParameter("whole numbers of words from 1", param_hint="--words-per-line")
+        return WordSource.from_file(words, low, high)
+    return PatternSource(pattern)

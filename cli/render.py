@@ -310,3 +310,50 @@ def data_check(result, show: int) -> None:
         out.print(f"  ... and {len(problems) - show} more", markup=False)
     if not problems:
         out.print("no problems found", markup=False)
+
+
+class SynthDisplay:
+    """`crnn synth`'s progress bar on stderr (only on a terminal: piped runs stay quiet)."""
+
+    def __init__(self, total: int) -> None:
+        self.progress = _progress() if err.is_terminal else None
+        self.task = None
+        self.total = total
+
+    def __enter__(self) -> "SynthDisplay":
+        if self.progress is not None:
+            self.progress.__enter__()
+            self.task = self.progress.add_task("rendering", total=self.total, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def update(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+
+def synth_summary(result) -> None:
+    """What `crnn synth` wrote, the alphabet, and every font or character it had to pass over."""
+    splits = ", ".join(f"{name}/ {n}" for name, n in result.splits.items())
+    note(f"wrote {sum(result.splits.values())} samples to {result.out} ({splits}) in {result.seconds:.1f} s "
+         f"from {result.source} in {len(result.fonts)} font(s)")
+    note(f"alphabet ({len(result.alphabet)}): {result.alphabet!r}")
+    if result.dropped_lines:
+        note(f"{result.dropped_lines} source line(s) dropped: control or format characters")
+    if result.unusable_fonts:
+        note(f"{len(result.unusable_fonts)} font(s) could not be used, first: "
+             f"{result.unusable_fonts[0][0]}: {result.unusable_fonts[0][1]}")
+    for name, skip in sorted(result.font_skips.items(), key=lambda item: -item[1].lines)[:10]:
+        chars = "".join(c for c, _ in skip.chars.most_common(20))
+        note(f"  passed over {name} for {skip.lines} line(s): lacks {chars!r}")
+    if len(result.font_skips) > 10:
+        note(f"  ... and {len(result.font_skips) - 10} more font(s) (--json lists them all)")
+    if result.too_wide:
+        note(f"{result.too_wide} sample(s) wider than the --fit-model's max width at its height: training squeezes "
+             "them (shorter lines, or a model with a larger max_width)")
+    if result.undrawable:
+        chars = "".join(sorted(result.undrawable_chars))
+        note(f"{result.undrawable} sample(s) given up: no font has {chars!r}")

@@ -17,6 +17,12 @@ Each set has its own random stream, so adding one does not change the others.
 
 The output depends only on the seed, the Pillow version and the fonts found; the
 committed data was made with Pillow 13.0 and Debian's fonts-dejavu-core.
+
+`crnn synth` (crnn_core/synth.py) is the project's renderer for font-drawn lines. This script
+keeps its own copy only because the committed data, and the bundled models trained on it,
+come from these exact random draws; when the sample data is next remade (and the models
+retrained), its font-drawn crops should come from crnn_core.synth, leaving only the
+seven-segment display and the single-character tiles here.
 """
 
 from __future__ import annotations
