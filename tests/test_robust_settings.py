@@ -199,11 +199,26 @@ def test_a_budget_bounds_the_whole_run(tiny_data, tmp_path):
     result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"),
                    TrainConfig(epochs=10_000, batch_size=16, threads=2, max_minutes=budget_minutes, patience=10_000))
     assert result.stop_reason == f"time budget of {budget_minutes:g} min reached"
-    # loading, every step, the last validation and the calibration: within the budget and a second
-    assert result.seconds <= budget_minutes * 60 + 1.0, result.seconds
+    # loading, every step, the last validation and the calibration: within the budget, give or
+    # take what a loaded machine adds to the estimate of the last validation (before: 42 s for 6)
+    assert result.seconds <= budget_minutes * 60 + 2.5, result.seconds
 
 
-def test_a_resumed_budgeted_run_keeps_its_budget_and_its_decay(tiny_data, tmp_path):
+class _FakeTime:
+    """The training loop's clock, moved on by a fixed 20 ms each time it is read: a loaded
+    machine cannot make the run's timing, and so this test, vary."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 0.02
+        return self.now
+
+
+def test_a_resumed_budgeted_run_keeps_its_budget_and_its_decay(tiny_data, tmp_path, monkeypatch):
+    import crnn_core.train as train_module
+
     settings = TrainConfig(epochs=10_000, batch_size=16, threads=2, max_minutes=0.1, patience=10_000,
                            warmup_steps=0)
     run = tmp_path / "run"
@@ -213,17 +228,20 @@ def test_a_resumed_budgeted_run_keeps_its_budget_and_its_decay(tiny_data, tmp_pa
         if kind == "step":
             lrs.append(info["lr"])
 
+    monkeypatch.setattr(train_module, "time", _FakeTime())
     first = train(tiny_data, run, load_model_config("crnn-tiny"), settings, on_event=on_event,
-                  should_stop=lambda: len(lrs) >= 10)
+                  should_stop=lambda: train_module.time.now > 4.0)  # two thirds of the 6 s budget
     assert first.stop_reason.startswith("interrupted")
     before = list(lrs)
     lrs.clear()
+    monkeypatch.setattr(train_module, "time", _FakeTime())  # a new process: its clock starts anew
     resumed = train(None, None, resume=run, on_event=on_event)
     # The schedule goes on decaying from where it stopped; it does not jump back to the peak.
     assert lrs[0] <= before[-1] + 1e-12 < settings.lr
-    # One budget for both processes together (the bug gave the resumed one a fresh budget).
-    assert resumed.seconds <= 0.1 * 60 + 1.0, (first.seconds, resumed.seconds)
-    assert resumed.seconds > first.seconds
+    # One budget for both processes together: 6 s in all, and a last step, validation and
+    # calibration (the bug gave the resumed run a fresh budget: 4 + 6 s).
+    assert resumed.stop_reason == "time budget of 0.1 min reached"
+    assert first.seconds < resumed.seconds <= 0.1 * 60 + 1.0, (first.seconds, resumed.seconds)
 
 
 # -- nothing non-finite is saved or written as JSON -----------------------------------------------
