@@ -6,14 +6,16 @@ Nothing here imports torch at module level, so `crnn --help` and `crnn --version
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 import warnings
 from typing import Optional
 
 import typer
+import typer.core
 
-from . import commands, state
+from . import commands, render, state
 
 app = typer.Typer(
     name="crnn",
@@ -48,24 +50,65 @@ def root(
     state.debug = debug
 
 
-app.command("train")(commands.train)
-app.command("eval")(commands.evaluate)
-app.command("predict")(commands.predict)
-app.command("export")(commands.export)
-app.command("info")(commands.info)
-app.command("synth")(commands.synth)
-data_app.command("check")(commands.data_check)
+PIPE_CLOSED = 128 + 13  # the status a shell reports for a producer ended by SIGPIPE (141)
+
+
+def _end_on_closed_pipe() -> None:
+    """A reader that goes away (`crnn predict dir | head -1`) ends crnn at once and silently,
+    by SIGPIPE, as it ends `cat`, `find` or `seq`: exit status 141, no input read further.
+
+    One rule for every write, ours or Rich's or the help's. (Python ignores SIGPIPE, and Click
+    would turn the BrokenPipeError into exit 1 with an empty stderr.)
+    """
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+# Commands whose processes talk to others over sockets or pipes (torchrun and gloo; synth's
+# worker pool): there SIGPIPE would kill a process instead of raising an error it can handle.
+KEEP_SIGPIPE_IGNORED = {"train", "synth"}
+
+
+class _Command(typer.core.TyperCommand):
+    """Every subcommand. Those in KEEP_SIGPIPE_IGNORED keep Python's SIGPIPE handling; there,
+    and wherever SIGPIPE does not exist, a closed stdout ends the command with the same status
+    141, silently, stdout pointed at /dev/null so the flush at exit cannot fail again (as the
+    Python docs' "Note on SIGPIPE" advises)."""
+
+    def invoke(self, ctx):
+        if self.name in KEEP_SIGPIPE_IGNORED and hasattr(signal, "SIGPIPE"):
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:  # here, where a closed pipe can still be answered, not in the flush at exit
+                if sys.stdout is not None:
+                    sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(PIPE_CLOSED) from None
+
+
+app.command("train", cls=_Command)(commands.train)
+app.command("eval", cls=_Command)(commands.evaluate)
+app.command("predict", cls=_Command)(commands.predict)
+app.command("export", cls=_Command)(commands.export)
+app.command("info", cls=_Command)(commands.info)
+app.command("synth", cls=_Command)(commands.synth)
+data_app.command("check", cls=_Command)(commands.data_check)
 
 
 def _fail(message: str, code: int) -> None:
     if state.debug:
         traceback.print_exc()
-    sys.stderr.write(f"crnn: error: {message}\n")
+    render.error(message)
     sys.exit(code)
 
 
 def main() -> None:
     state.debug = "--debug" in sys.argv[1:]
+    _end_on_closed_pipe()
     # Pillow warns on stderr about damaged metadata and big images; crnn reports each file
     # it cannot use in one line of its own, so those warnings would only be noise.
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
@@ -76,11 +119,6 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("crnn: interrupted\n")
         sys.exit(130)
-    except BrokenPipeError:
-        # The reader went away (`crnn predict ... | head`): not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
         from crnn_core.errors import CrnnError
 

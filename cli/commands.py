@@ -5,7 +5,6 @@ crnn_core (and so torch) is imported inside each command, never at module level.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from enum import Enum
@@ -62,6 +61,7 @@ Augment = _choices("Augment", AUGMENT_LEVELS)
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."
 PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}' (beam search over the "
                 "regex's automaton; --beam defaults to 16 here).")
+LABELS_HELP = "auto: list file or .gt.txt sidecars; filename: the file name is the label."
 LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
@@ -72,7 +72,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATE-TIME)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs to run (default: 30)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Time budget for the whole run (loading, training, the last validation and calibration), in minutes; the run stops cleanly before it, keeping the best model. 0: no limit."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="(default: 16)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training samples per step, per process (default: 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, above 0 and at most 10 (default: 0.002)."),
     height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px, overriding the architecture's."),
     head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
@@ -84,7 +84,7 @@ def train(
     alphabet: AlphabetMode = typer.Option("union", "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
     freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
-    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help="auto: list file or .gt.txt sidecars; filename: the file name is the label."),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
@@ -133,8 +133,16 @@ def _freeze_epochs(value: Optional[str]):
 
 
 def _launch_processes(nproc: int) -> int:
-    """Run this same `crnn train` command line under torchrun with N processes; its exit code."""
-    import subprocess
+    """Run this same `crnn train` command line under torchrun with N processes; its exit code.
+
+    The children start with PYTHONSAFEPATH=1 (Python 3.11+), so a `crnn_core/` source folder
+    in the current folder cannot shadow the installed package. A failed child is one line.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
 
     args = sys.argv[1:]
     for i, arg in enumerate(args):
@@ -144,14 +152,25 @@ def _launch_processes(nproc: int) -> int:
         if arg.startswith("--nproc="):
             del args[i]
             break
-    env = dict(os.environ)
     # Share the cores out: N processes each with all cores' threads would oversubscribe them.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "crnn_core.cli.app", *args]
-    render.note(f"launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} -m crnn_core.cli.app "
-                + " ".join(args))
-    return subprocess.call(cmd, env=env)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ["PYTHONSAFEPATH"] = "1"
+    launch = ["--standalone", f"--nproc-per-node={nproc}", "-m", "crnn_core.cli.app", *args]
+    render.note(f"launching {nproc} processes: PYTHONSAFEPATH=1 torchrun {' '.join(launch)}")
+    # torchrun's agent logs each failure, then raises a many-line error: the children have
+    # already said what went wrong in their own one line each.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(launch))
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else failure.signal_name()
+        render.error(f"{len(exc.failures)} of {nproc} training processes failed (rank {rank}: {how}); "
+                     "their own messages are above")
+        return 1
+    except SignalException:  # Ctrl-C or SIGTERM: the agent has passed it on; each rank saved and said so
+        return 130
+    return 0
 
 
 def evaluate(
@@ -159,10 +178,10 @@ def evaluate(
     data: Path = typer.Argument(..., help="Labelled dataset: a folder (its test/ or val/ split if it has one) or a list file."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to FILE, or '-' for stdout."),
     per_sample: bool = typer.Option(False, "--per-sample", help="Include every sample's result in the JSON report."),
-    labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images the model reads at once (more is faster, up to memory)."),
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     show: int = typer.Option(10, "--show", min=0, help="How many of the worst errors to list."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", min=0.0, max=1.0, help="Gate: exit 1 if sequence accuracy is below this fraction."),
     max_cer: Optional[float] = typer.Option(None, "--max-cer", min=0.0, help="Gate: exit 1 if the CER is above this fraction."),
@@ -183,6 +202,9 @@ def evaluate(
     if max_regression is not None and baseline is None:
         raise typer.BadParameter("needs --baseline", param_hint="--max-regression")
     base = gates.load_baseline(baseline) if baseline is not None else None  # fail fast, before torch loads
+    requested = {"--json": None if json_out in (None, "-") else json_out, "--junit": junit,
+                 "--markdown": markdown, "--html": html}
+    _eval_outputs(requested, [model, data, baseline, lexicon])
     from crnn_core import reports
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
@@ -192,6 +214,7 @@ def evaluate(
                       pattern=pattern, lexicon=lexicon)
     for line in (report.constraint or {}).get("notes", []):
         render.note(line)
+    targets = _eval_outputs(requested, _report_inputs(report))  # now that the images are known too
     s = report.scores
     outcome = gates.check({"accuracy": s.accuracy, "cer": s.cer, "wer": s.wer}, s.samples, report.data,
                           min_accuracy, max_cer, base, max_regression or 0.0)
@@ -203,22 +226,41 @@ def evaluate(
         if to_stdout:
             sys.stdout.write(text)
         else:
-            atomic_write_bytes(Path(json_out), text.encode())
+            atomic_write_bytes(targets["--json"], text.encode())
             render.note(f"wrote {json_out}")
     if junit is not None:
-        atomic_write_bytes(junit, reports.junit_xml(report, outcome))
+        atomic_write_bytes(targets["--junit"], reports.junit_xml(report, outcome))
         render.note(f"wrote {junit}")
     if markdown is not None:
-        atomic_write_bytes(markdown, reports.markdown(report, outcome).encode())
+        atomic_write_bytes(targets["--markdown"], reports.markdown(report, outcome).encode())
         render.note(f"wrote {markdown}")
     if html is not None:
         from crnn_core.report_html import html_report
 
-        atomic_write_bytes(html, html_report(report, outcome).encode())
+        atomic_write_bytes(targets["--html"], html_report(report, outcome).encode())
         render.note(f"wrote {html}")
     if not outcome.passed:
         render.gate_failures(outcome)
         raise typer.Exit(1)
+
+
+def _eval_outputs(requested: dict, inputs: list) -> dict:
+    """The files to write for eval's report options, each checked against the inputs and the others."""
+    from crnn_core.outputs import check_distinct_outputs, check_output_path
+
+    check_distinct_outputs({option: Path(out) for option, out in requested.items() if out})
+    return {option: check_output_path(out, inputs, option) for option, out in requested.items() if out is not None}
+
+
+def _report_inputs(report) -> list:
+    """Every file an evaluation read: the model, the data's list files, each image and its sidecar."""
+    from crnn_core.data import LIST_FILE_NAMES, SIDECAR_SUFFIX
+
+    data = Path(report.data)
+    files = [report.model, data, *(data / name for name in LIST_FILE_NAMES)]
+    for r in report.results:
+        files += [r.path, Path(r.path).with_suffix(SIDECAR_SUFFIX)]
+    return files
 
 
 def _check_one_constraint(pattern: Optional[str], lexicon: Optional[Path]) -> None:
@@ -231,8 +273,19 @@ def _low(prediction, threshold: float) -> bool:
     return value < threshold
 
 
+class _BadInput:
+    """An argument that names no image to read (an empty path, a folder without images)."""
+
+    def __init__(self, path: str, error: str) -> None:
+        self.path, self.error = path, error
+
+
 def _expand_inputs(inputs: List[str]):
-    """Paths from arguments: files as given, folders as their images (sorted), '-' as stdin lines."""
+    """Paths from arguments: files as given, folders as their images (sorted), '-' as stdin lines.
+
+    An empty argument (an unset "$IMG") is an error, not the current folder; so is a folder
+    with no image in it: each keeps its place in the output, as an unreadable file does.
+    """
     from crnn_core.data import list_images
 
     for item in inputs:
@@ -241,19 +294,57 @@ def _expand_inputs(inputs: List[str]):
                 line = line.rstrip("\r\n")
                 if line:
                     yield line
+        elif item == "":
+            yield _BadInput(item, "'': empty path (is a variable unset?)")
         elif Path(item).is_dir():
-            yield from (str(p) for p in list_images(Path(item)))
+            images = list_images(Path(item))
+            if not images:
+                yield _BadInput(item, f"{item}: folder holds no images")
+            yield from (str(p) for p in images)
         else:
             yield item
 
 
+def _predictions(recognizer, items, max_wait: Optional[float]):
+    """Predictions in input order; the bad arguments come through as error predictions in their place."""
+    from itertools import groupby
+
+    from crnn_core.recognizer import Prediction
+
+    for bad, group in groupby(items, key=lambda item: isinstance(item, _BadInput)):
+        if bad:
+            yield from (Prediction(item.path, error=item.error) for item in group)
+        else:
+            yield from recognizer.predict_paths(group, max_wait=max_wait)
+
+
+def _record(prediction, fmt: OutputFormat, min_confidence: Optional[float]) -> str:
+    """One input's output line ('' for an error outside jsonl); never more than one line."""
+    from crnn_core.outputs import dumps, tsv_field
+
+    if prediction.error is not None:
+        return dumps({"path": prediction.path, "error": prediction.error}) + "\n" if fmt is OutputFormat.jsonl else ""
+    if fmt is OutputFormat.text:
+        return prediction.text.replace("\r", "\\r").replace("\n", "\\n") + "\n"
+    if fmt is OutputFormat.tsv:
+        return f"{tsv_field(prediction.path)}\t{tsv_field(prediction.text)}\t{prediction.confidence:.4f}\n"
+    record = {"path": prediction.path, "text": prediction.text, "confidence": round(prediction.confidence, 4)}
+    if prediction.matched is not None:
+        record["matched"] = prediction.matched
+    if prediction.p_correct is not None:
+        record["p_correct"] = round(prediction.p_correct, 4)
+    if min_confidence is not None:
+        record["low_confidence"] = _low(prediction, min_confidence)
+    return dumps(record) + "\n"
+
+
 def predict(
-    inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin (the default when stdin is a pipe)."),
+    inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin, one a line."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled codes-fast)"),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", "-f", help="text: the text; tsv: path, text, confidence; jsonl: one JSON object a line."),
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images the model reads at once (more is faster, up to memory)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="auto: ONNX Runtime for models that ship as ONNX (the bundled ones, a .onnx file) on the CPU, else torch; torch (eager); onnx (ONNX Runtime; a .pt model is exported once into a cache)."),
     quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantisation of the LSTM and linear layers (CPU; see docs/performance.md for its accuracy cost)."),
@@ -270,10 +361,8 @@ def predict(
     """
     from crnn_core.recognizer import Recognizer
 
-    if not inputs:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise typer.BadParameter("give images or folders, or pipe paths in with '-'", param_hint="INPUTS")
-        inputs = ["-"]
+    if not inputs:  # stdin is read only when asked: a forgotten argument must not read a cron job's stdin
+        raise typer.BadParameter("give images or folders, or '-' to read paths from stdin", param_hint="INPUTS")
     reading_stdin = "-" in inputs
     _check_one_constraint(pattern, lexicon)
     recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads,
@@ -282,31 +371,14 @@ def predict(
     for line in recognizer.constraint.notes if recognizer.constraint else ():
         render.note(line)
     sys.stdout.reconfigure(line_buffering=reading_stdin)
-    failures = 0
-    unmatched = 0
-    flagged = 0
+    failures = unmatched = flagged = 0
     with render.PredictDisplay(None if reading_stdin else list(_expand_inputs(inputs))) as display:
-        paths = display.paths if display.paths is not None else _expand_inputs(inputs)
-        for prediction in recognizer.predict_paths(paths, max_wait=0.2 if reading_stdin else None):
+        items = display.paths if display.paths is not None else _expand_inputs(inputs)
+        for prediction in _predictions(recognizer, items, 0.2 if reading_stdin else None):
             if prediction.error is not None:
                 failures += 1
                 render.error(prediction.error)
-                if fmt is OutputFormat.jsonl:
-                    sys.stdout.write(json.dumps({"path": prediction.path, "error": prediction.error},
-                                                ensure_ascii=False) + "\n")
-            elif fmt is OutputFormat.text:
-                sys.stdout.write(prediction.text + "\n")
-            elif fmt is OutputFormat.tsv:
-                sys.stdout.write(f"{prediction.path}\t{prediction.text}\t{prediction.confidence:.4f}\n")
-            else:
-                record = {"path": prediction.path, "text": prediction.text, "confidence": round(prediction.confidence, 4)}
-                if prediction.matched is not None:
-                    record["matched"] = prediction.matched
-                if prediction.p_correct is not None:
-                    record["p_correct"] = round(prediction.p_correct, 4)
-                if min_confidence is not None:
-                    record["low_confidence"] = _low(prediction, min_confidence)
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(_record(prediction, fmt, min_confidence))
             unmatched += prediction.matched is False
             flagged += prediction.error is None and min_confidence is not None and _low(prediction, min_confidence)
             display.advance()
@@ -326,7 +398,7 @@ def predict(
 def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
     fmt: ExportFormat = typer.Option(..., "--format", "-f", help="onnx (onnxruntime, dynamic batch and width) or pt2 (torch.export)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the model, same name)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the model, same name); never the model itself, a folder or a device."),
 ) -> None:
     """Export a model, then check the file against the eager model on rendered text images."""
     from crnn_core.export import export as run_export
@@ -359,7 +431,9 @@ def info(
         "train": loaded.train,
     }
     if as_json:
-        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        from crnn_core.outputs import dumps
+
+        typer.echo(dumps(summary, indent=2))
     else:
         render.model_info(summary, loaded.config)
 
@@ -369,7 +443,7 @@ def data_check(
     model: str = typer.Option(DEFAULT_ARCHITECTURE, "--model", "-m", help="Architecture whose height and width rules to check against."),
     head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
-    labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
 ) -> None:
@@ -381,14 +455,16 @@ def data_check(
     config = apply_model_flags(load_model_config(model), head=head.value if head else None, max_length=max_length)
     result = check_dataset(data, config, labels.value)
     if as_json:
-        typer.echo(json.dumps({
+        from crnn_core.outputs import dumps
+
+        typer.echo(dumps({
             "model": result.model,
             "alphabet": result.alphabet.chars,
             "unseen_in_train": "".join(sorted(result.unseen_in_train())),
             "splits": [{"name": s.name, "source": s.source, "samples": s.samples, "readable": s.readable,
                         "label_lengths": list(s.label_lengths), "widths": list(s.widths),
                         "problems": [str(p) for p in s.problems]} for s in result.splits],
-        }, ensure_ascii=False, indent=2))
+        }, indent=2))
     else:
         render.data_check(result, show)
     if result.problems:

@@ -18,8 +18,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+def one_line(message: str) -> str:
+    """A message that stays one line even when a path in it holds a line break."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def error(message: str) -> None:
-    sys.stderr.write(f"crnn: error: {message}\n")
+    sys.stderr.write(f"crnn: error: {one_line(message)}\n")
     sys.stderr.flush()
 
 
@@ -51,9 +56,14 @@ class TrainDisplay:
         self._previous_handler = None
         self._previous_term = None
         self.epochs = 0
+        self.live = False
 
     def __enter__(self) -> "TrainDisplay":
-        self.progress.__enter__()
+        # Only on a terminal: off one, a stopping Progress prints an empty line, which would
+        # come before the error line of a failed run.
+        self.live = err.is_terminal
+        if self.live:
+            self.progress.__enter__()
         self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         # SIGTERM too: batch schedulers send it, and torchrun sends it to every worker on Ctrl-C.
         self._previous_term = signal.signal(signal.SIGTERM, self._on_sigint)
@@ -62,7 +72,8 @@ class TrainDisplay:
     def __exit__(self, *exc) -> None:
         signal.signal(signal.SIGINT, self._previous_handler)
         signal.signal(signal.SIGTERM, self._previous_term)
-        self.progress.__exit__(*exc)
+        if self.live:
+            self.progress.__exit__(*exc)
 
     def _on_sigint(self, signum, frame) -> None:
         if self.stop_requested:
@@ -231,7 +242,7 @@ def gate_summary(outcome, to_stderr: bool) -> None:
 def gate_failures(outcome) -> None:
     """One line per failed gate on stderr: what was measured and the limit."""
     for g in outcome.failed:
-        sys.stderr.write(f"crnn: gate failed: {g.message}\n")
+        sys.stderr.write(f"crnn: gate failed: {one_line(g.message)}\n")
     sys.stderr.flush()
 
 

@@ -5,7 +5,6 @@ The JSON report (documented in docs/report-format.md) is stable: keys are only e
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +12,12 @@ from typing import Any
 
 from . import __version__
 from .confusion import ErrorAnalysis, analyse
-from .data import Dataset, Problem, discover, load_all
+from .data import Dataset, Problem, discover, is_image, load_all
+from .errors import DatasetError
 from .gates import GateOutcome
 from .metrics import Scores, char_errors
 from .modelfile import LoadedModel, load_model
+from .outputs import dumps
 from .recognizer import Recognizer
 
 REPORT_FORMAT = "crnn-eval"
@@ -93,7 +94,7 @@ class Report:
         return report
 
     def to_json(self, per_sample: bool = False, outcome: GateOutcome | None = None) -> str:
-        return json.dumps(self.to_dict(per_sample, outcome), ensure_ascii=False, indent=2) + "\n"
+        return dumps(self.to_dict(per_sample, outcome), indent=2) + "\n"
 
 
 def eval_split(path: str | Path) -> Path:
@@ -110,17 +111,29 @@ def eval_split(path: str | Path) -> Path:
     return path
 
 
+def _require_samples(source: Path, count: int, problems: list[Problem]) -> None:
+    """Zero samples measure nothing: scores of 0 errors on them would pass every gate."""
+    if count == 0:
+        first = f", first: {problems[0]}" if problems else ""
+        raise DatasetError(f"{source}: no usable samples ({len(problems)} problems{first})")
+
+
 def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: str = "auto",
              batch_size: int = 64, beam: int = 1, device: str = "auto", threads: int = 2,
              on_progress=None, pattern: str | None = None, lexicon: str | Path | None = None) -> Report:
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     source = eval_split(data)
+    if source.is_file() and is_image(source):
+        raise DatasetError(f"{source}: an image, not a labelled dataset (give a folder, or a list file of "
+                           "PATH<TAB>LABEL lines)")
     dataset: Dataset = discover(source, labels)
+    _require_samples(source, len(dataset.samples), dataset.problems)
     recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads,
                             pattern=pattern, lexicon=lexicon)
     started = time.monotonic()
     arrays, problems = load_all([s.path for s in dataset.samples], loaded.preprocess, threads, on_progress)
     keep = [i for i, a in enumerate(arrays) if a is not None]
+    _require_samples(source, len(keep), dataset.problems + problems)
     outputs = recognizer.predict_arrays([arrays[i] for i in keep])
     seconds = time.monotonic() - started
     scores = Scores()

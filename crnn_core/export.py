@@ -26,6 +26,7 @@ from torch import nn
 from .decode import decode_batch
 from .errors import ExportError
 from .modelfile import LoadedModel, atomic_write_bytes, temp_file_beside
+from .outputs import check_output_path
 
 FORMATS = ("onnx", "pt2")
 # (batch, width) pairs the exported file is run at; two batch sizes and three widths.
@@ -265,7 +266,11 @@ def export(loaded: LoadedModel, fmt: str, out: Path | None = None) -> ExportRepo
     if out is None:
         out = default_output(loaded, fmt)
     out = Path(out)
-    report = export_onnx(loaded, out) if fmt == "onnx" else export_pt2(loaded, out)
+    # Before any work: the output must not be the model file itself (same inode, however
+    # spelled), a device or a folder; a symlink is written through to its target.
+    target = check_output_path(out, [loaded.path], "--out")
+    report = export_onnx(loaded, target) if fmt == "onnx" else export_pt2(loaded, target)
+    report.path = out
     if not report.ok:
         raise ExportError(f"{out}: written, but the exported model reads {report.texts_checked - report.texts_equal} of "
                           f"{report.texts_checked} check images differently from the eager model "

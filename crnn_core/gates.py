@@ -7,6 +7,7 @@ All rates are fractions (0.05 = 5%), as in the JSON report.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def load_baseline(path: str | Path) -> Baseline:
     metrics = {}
     for key in COMPARED:
         value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise BaselineError(f"{path}: baseline report has no numeric '{key}'")
         metrics[key] = float(value)
     samples = raw.get("samples") if isinstance(raw.get("samples"), int) else None
@@ -102,6 +103,9 @@ def check(metrics: dict[str, float], samples: int, data: str, min_accuracy: floa
           max_cer: float | None = None, baseline: Baseline | None = None,
           max_regression: float = 0.0) -> GateOutcome:
     """Evaluate the gates asked for on `metrics` (accuracy, cer, wer as fractions)."""
+    if samples <= 0 and (min_accuracy is not None or max_cer is not None or baseline is not None):
+        # No sample means no error counted: every limit would be "met" on nothing.
+        raise CrnnError(f"{data}: no samples were evaluated; a gate cannot pass on none")
     outcome = GateOutcome()
     accuracy, cer = metrics["accuracy"], metrics["cer"]
     if min_accuracy is not None:
