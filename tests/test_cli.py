@@ -80,9 +80,11 @@ def test_predict_from_stdin_streams_jsonl(cli_run, tiny_data):
     assert all(isinstance(r["text"], str) and 0.0 <= r["confidence"] <= 1.0 for r in rows)
 
 
-def test_predict_reads_stdin_pipe_without_dash(cli_run, tiny_data):
+def test_predict_reads_stdin_only_with_dash(cli_run, tiny_data):
     path = str(next((tiny_data / "val").glob("*.png")))
     result = crnn("predict", "--model", cli_run, "--format", "tsv", stdin=path + "\n")
+    assert result.returncode == 2 and result.stdout == ""  # no arguments is a usage error, piped or not
+    result = crnn("predict", "-", "--model", cli_run, "--format", "tsv", stdin=path + "\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\t")[0] == path
 
