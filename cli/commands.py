@@ -204,7 +204,7 @@ def evaluate(
     base = gates.load_baseline(baseline) if baseline is not None else None  # fail fast, before torch loads
     requested = {"--json": None if json_out in (None, "-") else json_out, "--junit": junit,
                  "--markdown": markdown, "--html": html}
-    _eval_outputs(requested, [model, data, baseline, lexicon])
+    _eval_outputs(requested, [model, data, baseline, lexicon, *_list_files(data)])  # fail fast, as above
     from crnn_core import reports
     from crnn_core.evaluate import evaluate as run_eval
     from crnn_core.modelfile import atomic_write_bytes
@@ -252,12 +252,18 @@ def _eval_outputs(requested: dict, inputs: list) -> dict:
     return {option: check_output_path(out, inputs, option) for option, out in requested.items() if out is not None}
 
 
+def _list_files(data: Path) -> list:
+    """The list files eval may read in DATA (its own, or its test/ or val/ split's)."""
+    from crnn_core.data import LIST_FILE_NAMES
+
+    return [data / split / name for split in ("", "test", "val") for name in LIST_FILE_NAMES]
+
+
 def _report_inputs(report) -> list:
     """Every file an evaluation read: the model, the data's list files, each image and its sidecar."""
-    from crnn_core.data import LIST_FILE_NAMES, SIDECAR_SUFFIX
+    from crnn_core.data import SIDECAR_SUFFIX
 
-    data = Path(report.data)
-    files = [report.model, data, *(data / name for name in LIST_FILE_NAMES)]
+    files = [report.model, report.data, *_list_files(Path(report.data))]
     for r in report.results:
         files += [r.path, Path(r.path).with_suffix(SIDECAR_SUFFIX)]
     return files

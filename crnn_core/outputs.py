@@ -38,9 +38,9 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
     caught too. A symlink to a regular file is written through: the path returned is its
     target, which is then replaced atomically while the link stays a link.
     """
-    label = f" ({option})" if option else ""
+    give = f"give {option} another file" if option else "give another output file"
     if str(out) == "":
-        raise OutputPathError(f"empty output path{label}")
+        raise OutputPathError(f"empty output path; {give}")
     path = Path(out)
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
@@ -48,9 +48,9 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
     except FileNotFoundError:
         return target
     except OSError as exc:
-        raise OutputPathError(f"{out}: cannot use as output{label}: {exc.strerror or exc}") from None
+        raise OutputPathError(f"{out}: cannot write there: {exc.strerror or exc}; {give}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise OutputPathError(f"{out}: is {_kind(info.st_mode)}, not a regular file; refusing to write there{label}")
+        raise OutputPathError(f"{out}: is {_kind(info.st_mode)}, not a regular file; {give}")
     for item in inputs:
         if item is None or str(item) == "":
             continue
@@ -59,8 +59,7 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
         except (OSError, ValueError):  # a missing input cannot be overwritten
             continue
         if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
-            raise OutputPathError(f"{out}: is the input {item}; refusing to overwrite it{label} "
-                                  "(give another output path)")
+            raise OutputPathError(f"{out}: is the input {item}, refusing to overwrite it; {give}")
     return target
 
 
