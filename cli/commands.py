@@ -571,7 +571,9 @@ def synth(
         result = synthesize(out, job, total, val_fraction=val_fraction, label_format=labels.value,
                             workers=workers, force=force, unusable_fonts=found.unusable, on_progress=display.update)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, allow_nan=False))
+        from crnn_core.outputs import dumps
+
+        typer.echo(dumps(result.to_dict(), indent=2))
     else:
         render.synth_summary(result)
         typer.echo(str(out))
