@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import random
 import time
@@ -35,6 +34,7 @@ from .memory import release_free_memory
 from .metrics import Scores, score
 from .model import count_parameters
 from .modelfile import atomic_write_bytes, preprocess_for, save_checkpoint, save_model
+from .outputs import dumps
 from .plots import CurvePlotter
 from .recognizer import recognize_arrays, resolve_device
 from .runprep import RunData, RunPlan, build_model, plan_run, prepare_data
@@ -113,19 +113,8 @@ def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) ->
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def strict_json(value: Any) -> Any:
-    """`value` with every non-finite float as None, so json.dumps(..., allow_nan=False) accepts it."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    lines = (json.dumps(strict_json(h), allow_nan=False) + "\n" for h in history)
+    lines = (dumps(h) + "\n" for h in history)  # strict JSON: a NaN loss is written as null
     atomic_write_bytes(path, "".join(lines).encode())
 
 

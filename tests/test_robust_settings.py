@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from crnn_core.config import ModelConfig, TrainConfig, load_model_config, resolve_run_config
 from crnn_core.errors import ConfigError, UsageError
-from crnn_core.train import Clock, Trainer, strict_json, train
+from crnn_core.outputs import dumps, finite
+from crnn_core.train import Clock, Trainer, train
 
 TINY = dict(epochs=1, batch_size=16, threads=2)
 
@@ -265,8 +266,8 @@ def test_non_finite_weights_are_never_saved_as_best(tiny_data, tmp_path, monkeyp
 
 def test_strict_json_maps_non_finite_numbers_to_null():
     value = {"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": {"d": (2.0, math.nan)}, "e": "nan"}
-    assert strict_json(value) == {"a": None, "b": [None, None, 1.5], "c": {"d": [2.0, None]}, "e": "nan"}
-    json.dumps(strict_json(value), allow_nan=False)
+    assert finite(value) == {"a": None, "b": [None, None, 1.5], "c": {"d": [2.0, None]}, "e": "nan"}
+    assert strict_loads(dumps(value)) == finite(value)
 
 
 def test_data_check_does_not_import_torch(tiny_data):
