@@ -27,3 +27,7 @@ class ExportError(CrnnError):
 
 class WriteError(CrnnError):
     """A file could not be written (full disk, read-only folder); its previous version is intact."""
+
+
+class ConstraintError(CrnnError):
+    """A pattern or lexicon that cannot be used."""

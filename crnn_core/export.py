@@ -25,7 +25,7 @@ from torch import nn
 
 from .decode import decode_batch
 from .errors import ExportError
-from .modelfile import LoadedModel, atomic_write_bytes, temp_file_beside
+from .modelfile import LoadedModel, atomic_write_bytes, temp_path_beside
 
 FORMATS = ("onnx", "pt2")
 # (batch, width) pairs the exported file is run at; two batch sizes and three widths.
@@ -186,12 +186,6 @@ def _parity(loaded: LoadedModel, run, fmt: str, path: Path) -> ExportReport:
     return ExportReport(path, fmt, path.stat().st_size, max_diff, checked, equal, list(CHECK_SHAPES))
 
 
-def _temp_path(out: Path) -> Path:
-    fd, tmp = temp_file_beside(out)
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> ExportReport:
     try:
         import onnx
@@ -216,7 +210,7 @@ def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> ExportReport
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = f"crnn model {loaded.config.name}; see metadata_props crnn.*"
-    tmp = _temp_path(out)
+    tmp = temp_path_beside(out)
     try:
         tmp.write_bytes(proto.SerializeToString())
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
