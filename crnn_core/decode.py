@@ -137,13 +137,15 @@ def beam_search(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 8, au
 
 
 class _Search:
-    """The beam of every sample, B x W slots; prefixes are nodes of one shared trie."""
+    """The beam of every sample, B x W slots; prefixes are nodes of one shared trie. W grows up
+    to the beam width only as far as some sample has that many live prefixes, so a very wide
+    beam (an exact search) costs what the lattice needs."""
 
     def __init__(self, automaton: Automaton, batch: int, width: int, classes: int):
         self.automaton, self.width, self.classes = automaton, width, classes
         self.remaining, self.accepting = automaton.tables()
         self.parent, self.symbol, self.children = [-3], [0], {}  # node 0: the empty prefix
-        shape = (batch, width)
+        shape = (batch, 1)
         self.beams = _Beams(np.full(shape, -1), np.zeros(shape), np.zeros(shape),
                             np.full(shape, automaton.start), np.zeros(shape, dtype=np.int64))
         self.beams.node[:, 0] = 0
@@ -163,6 +165,7 @@ class _Search:
         self._repeats_and_merges(old, ext, valid, old.blank * on_last, new_char)
         chosen = self._choose(new_blank, new_char, ext, targets)
         keep = ~active[:, None]
+        old = _widen(old, chosen.node.shape[1], self.automaton.start)
         top = np.where(active, (chosen.blank + chosen.char).max(1), 1.0)
         top[top <= 0.0] = 1.0  # nothing left: every slot is zero, and stays so
         self.log_scale += np.log(top)
@@ -191,7 +194,8 @@ class _Search:
         blanks = np.concatenate((new_blank, np.zeros((batch, width * classes))), 1)
         chars = np.concatenate((new_char, ext.reshape(batch, -1)), 1)
         scores = blanks + chars
-        pick = np.argpartition(-scores, self.width - 1, 1)[:, :self.width]
+        keep = max(width, min(self.width, int(np.count_nonzero(scores, 1).max(initial=0))))
+        pick = np.argpartition(-scores, keep - 1, 1)[:, :keep]
         kept = pick < width
         slot = np.where(kept, pick, (pick - width) // classes)
         rows = np.arange(batch)[:, None]
@@ -229,6 +233,15 @@ class _Search:
                 node = self.parent[node]
             out.append(Decoded(tuple(reversed(ids)), math.exp(math.log(total[b, best]) + self.log_scale[b])))
         return out
+
+
+def _widen(beams: _Beams, width: int, start: int) -> _Beams:
+    """The same beams with empty slots appended up to `width`."""
+    extra = width - beams.node.shape[1]
+    if extra <= 0:
+        return beams
+    return _Beams(*(np.pad(a, ((0, 0), (0, extra)), constant_values=value) for a, value in
+                    ((beams.node, -1), (beams.blank, 0.0), (beams.char, 0.0), (beams.state, start), (beams.last, 0))))
 
 
 @dataclass

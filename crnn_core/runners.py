@@ -178,11 +178,25 @@ def resolve_runner(model: str | Path | LoadedModel | None, backend: str = "auto"
         loaded, runner = load_onnx_model(bundled_onnx(model) if kind == "bundled" else model, threads)
         return Resolved(runner, loaded, "onnx")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if plan == "torch":
-        target = resolve_device(device)
-        return Resolved(TorchRunner(loaded.model.to(target).eval(), target), loaded, "torch")
-    from . import backends  # torch
+    return Resolved(LOADERS[plan](loaded, device, quantize, threads), loaded, plan.partition("-")[0])
 
-    if plan == "torch-int8":
-        return Resolved(backends.int8_runner(loaded), loaded, "torch")
-    return Resolved(backends.exported_onnx_runner(loaded, quantize, threads), loaded, "onnx")
+
+def _torch(loaded: LoadedModel, device: str, quantize: str | None, threads: int | None) -> Runner:
+    target = resolve_device(device)
+    return TorchRunner(loaded.model.to(target).eval(), target)
+
+
+def _torch_int8(loaded: LoadedModel, device: str, quantize: str | None, threads: int | None) -> Runner:
+    from .backends import int8_runner  # torch
+
+    return int8_runner(loaded)
+
+
+def _onnx_export(loaded: LoadedModel, device: str, quantize: str | None, threads: int | None) -> Runner:
+    from .backends import exported_onnx_runner  # torch, for the export
+
+    return exported_onnx_runner(loaded, quantize, threads)
+
+
+# How each plan of PLANS builds its runner from a loaded .pt model ("onnx-file" needs none).
+LOADERS = {"torch": _torch, "torch-int8": _torch_int8, "onnx-export": _onnx_export}
