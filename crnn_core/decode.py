@@ -137,74 +137,62 @@ def beam_search(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 8, au
 
 
 class _Search:
-    """The beam of every sample, B x W slots; prefixes are nodes of one shared trie. W grows up
-    to the beam width only as far as some sample has that many live prefixes, so a very wide
-    beam (an exact search) costs what the lattice needs."""
+    """The beam of every sample, B x W slots; prefixes are nodes of one shared trie. W starts at
+    min(beam, 16) and grows up to the beam width only as far as some sample has that many live
+    prefixes, so a very wide beam (an exact search) costs what the lattice needs."""
 
     def __init__(self, automaton: Automaton, batch: int, width: int, classes: int):
         self.automaton, self.width, self.classes = automaton, width, classes
         self.remaining, self.accepting = automaton.tables()
         self.parent, self.symbol, self.children = [-3], [0], {}  # node 0: the empty prefix
-        shape = (batch, 1)
-        self.beams = _Beams(np.full(shape, -1), np.zeros(shape), np.zeros(shape),
-                            np.full(shape, automaton.start), np.zeros(shape, dtype=np.int64))
-        self.beams.node[:, 0] = 0
+        self.rows = np.arange(batch)[:, None]
+        self.beams = _widen(_Beams(np.zeros((batch, 1), dtype=np.int64), np.zeros((batch, 1)), np.zeros((batch, 1)),
+                                   np.full((batch, 1), automaton.start), np.zeros((batch, 1), dtype=np.int64),
+                                   np.full((batch, 1), -2)), min(width, 16), automaton.start)
         self.log_scale = np.zeros(batch)
 
     def step(self, frame: np.ndarray, left: np.ndarray, active: np.ndarray) -> None:
         """One frame (B x C) for the samples still `active`; `left`: frames after this one."""
         old, rem = self.beams, self.remaining
         total = old.blank + old.char
-        on_last = np.take_along_axis(frame, old.last, 1) * (old.last > 0)  # the last symbol held over
+        on_last = frame[self.rows, old.last] * (old.last > 0)  # the last symbol held over this frame
         stay = rem[old.state] <= left[:, None]  # a prefix that stays can still reach acceptance
         new_blank = total * frame[:, :1] * stay
         new_char = old.char * on_last * stay
         targets = self.automaton.next_states(old.state.ravel(), self.classes).reshape(*old.state.shape, -1)
         valid = rem[targets] <= left[:, None, None]  # a transition, and acceptance still in reach
         ext = total[:, :, None] * frame[:, None, :] * valid  # B x W x C
-        self._repeats_and_merges(old, ext, valid, old.blank * on_last, new_char)
+        _repeats_and_merges(old, ext, valid, old.blank * on_last, new_char)
         chosen = self._choose(new_blank, new_char, ext, targets)
-        keep = ~active[:, None]
-        old = _widen(old, chosen.node.shape[1], self.automaton.start)
-        top = np.where(active, (chosen.blank + chosen.char).max(1), 1.0)
-        top[top <= 0.0] = 1.0  # nothing left: every slot is zero, and stays so
+        top = (chosen.blank + chosen.char).max(1)
+        top[(top <= 0.0) | ~active] = 1.0  # nothing left (every slot is zero, and stays so), or finished
         self.log_scale += np.log(top)
-        self.beams = _Beams(*(np.where(keep, a, b) for a, b in zip(
-            (old.node, old.blank, old.char, old.state, old.last),
-            (chosen.node, chosen.blank / top[:, None], chosen.char / top[:, None], chosen.state, chosen.last))))
-
-    def _repeats_and_merges(self, old: _Beams, ext: np.ndarray, valid: np.ndarray, repeat: np.ndarray,
-                            new_char: np.ndarray) -> None:
-        """Two corrections, in place. After its own last symbol, a prefix starts a new one only
-        from alignments ending in a blank (`repeat`). And an extension that is already a prefix
-        in the beam adds to that prefix instead of competing with it."""
-        b, i = np.nonzero(old.last > 0)
-        k = old.last[b, i]
-        ext[b, i, k] = repeat[b, i] * valid[b, i, k]
-        parents = np.array(self.parent + [-2])[old.node]  # an empty slot (-1) has parent -2: no node
-        same = parents[:, :, None] == old.node[:, None, :]  # B x W x W: slot j holds slot i's parent
-        b, i, j = np.nonzero(same)
-        k = old.last[b, i]
-        new_char[b, i] += ext[b, j, k]
-        ext[b, j, k] = 0.0
+        chosen.blank /= top[:, None]
+        chosen.char /= top[:, None]
+        if not active.all():  # samples past their length keep their beams
+            old = _widen(old, chosen.node.shape[1], self.automaton.start)
+            chosen = _Beams(*(np.where(active[:, None], b, a) for a, b in zip(vars(old).values(), vars(chosen).values())))
+        self.beams = chosen
 
     def _choose(self, new_blank: np.ndarray, new_char: np.ndarray, ext: np.ndarray, targets: np.ndarray) -> _Beams:
-        """Each sample's best `width` candidates: its slots staying as they are, then every extension."""
+        """Each sample's best candidates: its slots staying as they are, then every extension."""
         batch, width, classes = ext.shape
         blanks = np.concatenate((new_blank, np.zeros((batch, width * classes))), 1)
         chars = np.concatenate((new_char, ext.reshape(batch, -1)), 1)
         scores = blanks + chars
-        keep = max(width, min(self.width, int(np.count_nonzero(scores, 1).max(initial=0))))
+        keep = width if width >= self.width else min(self.width, max(width, int(np.count_nonzero(scores, 1).max())))
         pick = np.argpartition(-scores, keep - 1, 1)[:, :keep]
         kept = pick < width
         slot = np.where(kept, pick, (pick - width) // classes)
-        rows = np.arange(batch)[:, None]
-        symbol = np.where(kept, self.beams.last[rows, slot], (pick - width) % classes)
-        state = np.where(kept, self.beams.state[rows, slot], targets[rows, slot, symbol])
-        alive = np.take_along_axis(scores, pick, 1) > 0.0
-        node = self._nodes(self.beams.node[rows, slot], symbol, kept, alive)
-        return _Beams(node, np.take_along_axis(blanks, pick, 1) * alive, np.take_along_axis(chars, pick, 1) * alive,
-                      np.where(alive, state, self.automaton.start), np.where(alive, symbol, 0))
+        rows, old = self.rows, self.beams
+        symbol = np.where(kept, old.last[rows, slot], (pick - width) % classes)
+        state = np.where(kept, old.state[rows, slot], targets[rows, slot, symbol])
+        alive = scores[rows, pick] > 0.0
+        source = old.node[rows, slot]
+        node = self._nodes(source, symbol, kept, alive)
+        up = np.where(alive, np.where(kept, old.up[rows, slot], source), -2)
+        return _Beams(node, blanks[rows, pick] * alive, chars[rows, pick] * alive,
+                      np.where(alive, state, self.automaton.start), np.where(alive, symbol, 0), up)
 
     def _nodes(self, source: np.ndarray, symbol: np.ndarray, kept: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """The trie node of each chosen candidate (-1 for an empty slot), adding new prefixes to the trie."""
@@ -235,13 +223,29 @@ class _Search:
         return out
 
 
+def _repeats_and_merges(old: _Beams, ext: np.ndarray, valid: np.ndarray, repeat: np.ndarray,
+                        new_char: np.ndarray) -> None:
+    """Two corrections, in place. After its own last symbol, a prefix starts a new one only from
+    alignments ending in a blank (`repeat`). And an extension that is already a prefix in the
+    beam adds to that prefix instead of competing with it."""
+    b, i = np.nonzero(old.last > 0)
+    k = old.last[b, i]
+    ext[b, i, k] = repeat[b, i] * valid[b, i, k]
+    same = old.up[:, :, None] == old.node[:, None, :]  # B x W x W: slot j holds slot i's parent
+    b, i, j = np.nonzero(same)
+    k = old.last[b, i]
+    new_char[b, i] += ext[b, j, k]
+    ext[b, j, k] = 0.0
+
+
 def _widen(beams: _Beams, width: int, start: int) -> _Beams:
     """The same beams with empty slots appended up to `width`."""
-    extra = width - beams.node.shape[1]
+    batch, extra = beams.node.shape[0], width - beams.node.shape[1]
     if extra <= 0:
         return beams
-    return _Beams(*(np.pad(a, ((0, 0), (0, extra)), constant_values=value) for a, value in
-                    ((beams.node, -1), (beams.blank, 0.0), (beams.char, 0.0), (beams.state, start), (beams.last, 0))))
+    empty = {"node": -1, "blank": 0.0, "char": 0.0, "state": start, "last": 0, "up": -2}
+    return _Beams(**{name: np.concatenate((a, np.full((batch, extra), empty[name], dtype=a.dtype)), 1)
+                     for name, a in vars(beams).items()})
 
 
 @dataclass
@@ -251,3 +255,4 @@ class _Beams:
     char: np.ndarray  # ... ending in its last symbol
     state: np.ndarray  # automaton state after the prefix
     last: np.ndarray  # the prefix's last symbol, 0 (the blank) for the empty prefix
+    up: np.ndarray  # the node of the prefix without its last symbol; -2 for the empty prefix and empty slots

@@ -64,3 +64,17 @@ def test_repeated_characters_need_a_blank_between():
     frames = log([[0.05, 0.9, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])
     assert search(frames, 4, prune=BEAM_PRUNE).ids == (1, 1)
     assert decode_batch(frames[:, None, :], [3], beam=1)[0].ids == (1, 1)
+
+
+def test_beam_search_reads_each_sample_of_a_mixed_length_batch_as_alone():
+    # The recogniser decodes forward passes of different widths together, padded to the longest.
+    from conftest import search
+    from crnn_core.decode import beam_search
+
+    rng = np.random.default_rng(7)
+    samples = [np.log(rng.dirichlet(np.ones(5) * 0.5, size=n)) for n in (3, 9, 1, 6)]
+    batch = np.zeros((9, len(samples), 5))
+    for b, frames in enumerate(samples):
+        batch[: len(frames), b] = frames
+    together = beam_search(batch, [len(f) for f in samples], 8, prune=BEAM_PRUNE)
+    assert together == [search(f, 8, prune=BEAM_PRUNE) for f in samples]
