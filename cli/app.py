@@ -84,7 +84,7 @@ def main() -> None:
         from crnn_core.errors import CrnnError
 
         if isinstance(exc, CrnnError):
-            _fail(str(exc), 1)
+            _fail(str(exc), getattr(exc, "exit_code", 1))  # UsageError: 2, like a bad flag
         if isinstance(exc, MemoryError):
             _fail("out of memory (try a smaller --batch-size)", 1)
         if isinstance(exc, OSError) and exc.filename:

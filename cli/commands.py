@@ -5,7 +5,6 @@ crnn_core (and so torch) is imported inside each command, never at module level.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -14,6 +13,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from crnn_core.choices import ALPHABET_MODES, AUGMENT_LEVELS, DEFAULT_ARCHITECTURE, PRECISIONS
+from crnn_core.heads import HEADS
 
 from . import render
 
@@ -44,29 +46,16 @@ class LabelMode(str, Enum):
     filename = "filename"
 
 
-class Head(str, Enum):
-    ctc = "ctc"
-    softmax = "softmax"
+def _choices(name: str, values) -> type[Enum]:
+    """An option's choices as the str Enum Typer wants, from the one tuple the library checks against."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class AlphabetMode(str, Enum):
-    union = "union"
-    new = "new"
-    keep = "keep"
-
-
-class Augment(str, Enum):
-    none = "none"
-    light = "light"
-    default = "default"
-    heavy = "heavy"
+# crnn_core.choices and crnn_core.heads import nothing heavy, so `crnn --help` stays fast.
+Head = _choices("Head", HEADS)
+Precision = _choices("Precision", PRECISIONS)
+AlphabetMode = _choices("AlphabetMode", ALPHABET_MODES)
+Augment = _choices("Augment", AUGMENT_LEVELS)
 
 
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."
@@ -75,27 +64,15 @@ PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}
 LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search over a word trie)."
 
 
-def _with_head(config, head: Optional[Head], max_length: Optional[int]):
-    """The architecture with --head and --max-length applied (shared by train and data check)."""
-    if head is not None and head.value != config.head:
-        config = dataclasses.replace(config, head=head.value, head_length=None)
-    if max_length is not None:
-        if config.head != "softmax":
-            raise typer.BadParameter("--max-length applies to the softmax head (add --head softmax)",
-                                     param_hint="--max-length")
-        config = dataclasses.replace(config, head_length=max_length)
-    return config
-
-
 def train(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder or list file (not needed with --resume)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: a bundled config name or a YAML file (default: crnn-fast)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATE-TIME)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs to run (default: 30)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop cleanly after this many minutes, keeping the best model."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Time budget for the whole run (loading, training, the last validation and calibration), in minutes; the run stops cleanly before it, keeping the best model. 0: no limit."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="(default: 16)"),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate (default: 0.002)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, above 0 and at most 10 (default: 0.002)."),
     height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px, overriding the architecture's."),
     head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),
@@ -103,7 +80,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this trained model (its architecture and preprocessing)."),
-    alphabet: AlphabetMode = typer.Option(AlphabetMode.union, "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
+    alphabet: AlphabetMode = typer.Option("union", "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
     freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help="auto: list file or .gt.txt sidecars; filename: the file name is the label."),
@@ -111,6 +88,7 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
     precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 (or fp16) autocast on CUDA; bf16 on CPUs with AVX-512 BF16 or AMX, else fp32."),
+    force: bool = typer.Option(False, "--force", help="Replace the models already in the --out folder (without it, a folder holding best.pt or last.pt is refused)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train in N processes on this machine (torchrun + DDP; gloo on CPU, nccl on GPU). --batch-size is per process."),
 ) -> None:
     """Train a model on DATA; writes best.pt, last.pt, config.yaml and metrics.jsonl to the run folder.
@@ -120,57 +98,37 @@ def train(
     if nproc is not None and nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         raise typer.Exit(_launch_processes(nproc))
 
-    from crnn_core.config import DEFAULT_MODEL, ModelConfig, TrainConfig, load_model_config, read_yaml
-    from crnn_core.errors import ConfigError
     from crnn_core.train import train as run_training
 
     if data is None and resume is None:
         raise typer.BadParameter("give a DATA folder, or --resume RUN", param_hint="DATA")
-    if init is not None and (model is not None or height is not None):
-        raise typer.BadParameter("--init takes the architecture and input height from the model; drop --model/--height",
-                                 param_hint="--init")
-    freeze = None
-    if freeze_backbone is not None:
-        freeze = "all" if freeze_backbone.strip().lower() == "all" else None
-        if freeze is None:
-            try:
-                freeze = int(freeze_backbone)
-            except ValueError:
-                raise typer.BadParameter(f"a number of epochs or 'all', not {freeze_backbone!r}",
-                                         param_hint="--freeze-backbone") from None
-    model_config: Optional[ModelConfig] = None
-    train_config = TrainConfig()
-    if config is not None:
-        raw = read_yaml(config) or {}
-        if not isinstance(raw, dict) or not ({"model", "train"} & raw.keys()):
-            raise ConfigError(f"{config}: expected a mapping with a 'model:' and/or 'train:' section")
-        if raw.get("model") is not None:
-            model_config = ModelConfig.from_dict(raw["model"], source=str(config))
-        train_config = TrainConfig.from_dict(raw.get("train"), source=str(config))
-    if model is not None or model_config is None:
-        model_config = load_model_config(model or DEFAULT_MODEL)
-    if height is not None:
-        model_config = ModelConfig.from_dict(dict(model_config.to_dict(), input=dict(
-            model_config.to_dict()["input"], height=height)), source="--height")
-    if (head is not None or max_length is not None) and (init is not None or resume is not None):
-        raise typer.BadParameter("the head is fixed by the model given with --init or --resume", param_hint="--head")
-    model_config = _with_head(model_config, head, max_length)
+    # Every setting below is checked and combined in one place: crnn_core.config.resolve_run_config.
+    model_flags = {"height": height, "head": head.value if head else None, "max_length": max_length}
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
-        "precision": precision.value if precision else None,
-        "freeze_backbone": freeze,
+        "precision": precision.value if precision else None, "freeze_backbone": _freeze_epochs(freeze_backbone),
     }.items() if v is not None}
-
     with render.TrainDisplay() as display:
-        result = run_training(data, out, model_config, train_config, val=val, labels=labels.value, resume=resume,
-                              init=init, init_alphabet=alphabet.value, overrides=overrides, on_event=display.on_event,
-                              should_stop=display.should_stop)
+        result = run_training(data, out, model, val=val, labels=labels.value, resume=resume, init=init,
+                              init_alphabet=alphabet.value, overrides=overrides, on_event=display.on_event,
+                              should_stop=display.should_stop, config_file=config, model_flags=model_flags,
+                              force=force)
     if result.rank != 0:  # under torchrun, rank 0 reports for all
         return
     render.train_summary(result)
     best = result.run_dir / "best.pt"
     typer.echo(str(best if best.exists() else result.run_dir / "last.pt"))
+
+
+def _freeze_epochs(value: Optional[str]):
+    """--freeze-backbone: a number of epochs or 'all' (range checked with the other settings)."""
+    if value is None or value.strip().lower() == "all":
+        return None if value is None else "all"
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"a number of epochs or 'all', not {value!r}", param_hint="--freeze-backbone") from None
 
 
 def _launch_processes(nproc: int) -> int:
@@ -407,7 +365,7 @@ def info(
 
 def data_check(
     data: Path = typer.Argument(..., help="Dataset folder or list file."),
-    model: str = typer.Option("crnn-fast", "--model", "-m", help="Architecture whose height and width rules to check against."),
+    model: str = typer.Option(DEFAULT_ARCHITECTURE, "--model", "-m", help="Architecture whose height and width rules to check against."),
     head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels"),
@@ -416,10 +374,10 @@ def data_check(
 ) -> None:
     """Counts, alphabet, sizes, unreadable files and labels too long for the head (CTC at their width, or
     softmax's L). Exit code 1 if anything is wrong."""
-    from crnn_core.config import load_model_config
+    from crnn_core.config import apply_model_flags, load_model_config
     from crnn_core.datacheck import check_dataset
 
-    config = _with_head(load_model_config(model), head, max_length)
+    config = apply_model_flags(load_model_config(model), head=head.value if head else None, max_length=max_length)
     result = check_dataset(data, config, labels.value)
     if as_json:
         typer.echo(json.dumps({

@@ -132,6 +132,10 @@ class TrainDisplay:
     def _warning(self, info: dict[str, Any]) -> None:
         err.print(f"warning: {info['message']}", markup=False)
 
+    def _threads(self, info: dict[str, Any]) -> None:
+        busy = "other programs are busy" if info["threads"] < info["most"] else "the cores are free again"
+        err.print(f"{busy}: training on {info['threads']} of {info['most']} threads", markup=False)
+
     def _stop(self, info: dict[str, Any]) -> None:
         note(f"stopped: {info['reason']}")
         digests = info.get("rank_digests") or []

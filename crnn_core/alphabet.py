@@ -5,12 +5,52 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-from .errors import DatasetError
+from .errors import DatasetError, quoted
 
 
 def normalize(text: str) -> str:
     """Unicode NFC, so that 'é' typed two ways is one character for the model."""
     return unicodedata.normalize("NFC", text)
+
+
+_CONTROL_NAMES = {"\t": "TAB", "\n": "line feed", "\r": "carriage return", "\x00": "NUL",
+                  "\x0b": "vertical tab", "\x0c": "form feed", "\x1b": "escape", "\x7f": "DEL",
+                  "\x85": "next line"}
+
+
+def _is_noncharacter(char: str) -> bool:
+    """U+FDD0..U+FDEF and the last two code points of every plane: never characters, in any version."""
+    code = ord(char)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def label_fault(text: str) -> str | None:
+    """Why `text` cannot be a label (a character no image can show), or None if it can.
+
+    Refused: control characters (category Cc: TAB, LF, CR, NUL, the other C0 and C1 codes),
+    line and paragraph separators (a label is one line), lone surrogates (what Python makes of
+    a file name that is not UTF-8) and noncharacters (U+FFFE, U+FDD0...). Allowed: format
+    characters (Cf), because ZWJ / ZWNJ, soft hyphens and direction marks are part of how some
+    scripts are written; and unassigned code points, because this Python's Unicode database
+    may simply be older than the text.
+    """
+    for position, char in enumerate(text, start=1):
+        category = unicodedata.category(char)
+        if category == "Cc":
+            kind = "a control character"
+        elif category in ("Zl", "Zp"):
+            kind = "a line break"
+        elif category == "Cs":
+            kind = "a lone surrogate"  # only file names that are not UTF-8 give these
+        elif _is_noncharacter(char):
+            kind = "a noncharacter"
+        else:
+            continue
+        name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "")
+        what = f"U+{ord(char):04X}{' ' + name if name else ''}"
+        hint = "; the file name is not UTF-8" if category == "Cs" else ""
+        return f"label holds {kind} ({what}, character {position} of {len(text)}{hint})"
+    return None
 
 
 class Alphabet:
@@ -52,7 +92,7 @@ class Alphabet:
             return [self._index[c] for c in text]
         except KeyError:
             missing = "".join(sorted(self.unknown(text)))
-            raise DatasetError(f"label {text!r} has characters outside the alphabet: {missing!r}") from None
+            raise DatasetError(f"label {quoted(text)} has characters outside the alphabet: {quoted(missing)}") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text; the blank and out-of-range ids are dropped."""

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-LEVELS = ("none", "light", "default", "heavy")
-_STRENGTH = {"none": 0.0, "light": 0.5, "default": 1.0, "heavy": 1.5}
+from .choices import AUGMENT_LEVELS as LEVELS
+
+_STRENGTH = dict(zip(LEVELS, (0.0, 0.5, 1.0, 1.5)))  # scales every perturbation's range
 _BLUR_RADIUS = 3  # kernel taps each side; enough for the largest sigma drawn (1.0)
 
 

@@ -1,8 +1,16 @@
-"""Model and training configs: dataclasses, YAML round trip, bundled names."""
+"""Model and training configs: dataclasses, typed validation, YAML round trip, bundled names.
+
+Every setting has one `Setting` (its type and bounds) that checks it the same way whether it
+comes from a YAML file, a flag or a checkpoint; `resolve_run_config` is the one place that
+decides a run's settings (defaults -> config file -> flags, or the checkpoint on resume).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -10,13 +18,80 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .choices import AUGMENT_LEVELS, DEFAULT_ARCHITECTURE, PRECISIONS
+from .errors import ConfigError, UsageError
+from .heads import HEADS, head_for
 
-HEADS = ("ctc", "softmax")
 # How the softmax head turns the column sequence into its L positions.
 REDUCTIONS = ("mean", "last", "attention")
-DEFAULT_MODEL = "crnn-fast"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_MODEL = DEFAULT_ARCHITECTURE
+_YAML_11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+# A model bigger than this is a typo (`--height 100000` built 614 M parameters and was killed
+# by the kernel), not a CRNN: the bundled ones have 0.1-8 M.
+MAX_PARAMETERS = 100_000_000
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting's type and bounds; `check` returns the value or raises one clear line."""
+
+    kind: type  # int, float, bool or str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None (unset) allowed
+
+    def expected(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices[:-1]) + " or " + self.choices[-1]
+        if self.kind is bool:
+            return "true or false"
+        what = "an integer" if self.kind is int else "a number" if self.kind is float else "a text"
+        bounds = []
+        if self.lo is not None:
+            bounds.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            bounds.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return what + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(self, value: Any, name: str) -> Any:
+        if value is None and self.optional:
+            return None
+        if self.kind is float and isinstance(value, str) and _YAML_11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `lr: 1e-3` (no dot) as a string
+        if not self._valid(value):
+            shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40] + "...")
+            raise ConfigError(f"{name} must be {self.expected()}, not {shown}")
+        return float(value) if self.kind is float else value
+
+    def _valid(self, value: Any) -> bool:
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if self.kind is str:
+            return isinstance(value, str) and bool(value) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False  # YAML's "30" and true are not numbers
+        if self.kind is int and not isinstance(value, int):
+            return False  # 16.9 channels is a typo, not 16
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return self.hi is None or (value < self.hi or (not self.hi_open and value == self.hi))
+
+
+def _int(lo: int, hi: int, optional: bool = False) -> Setting:
+    return Setting(int, lo, hi, optional=optional)
+
+
+# The model file's layers and input: bounds far beyond any CRNN, tight enough to catch typos.
+LAYER_SETTINGS = {"conv": _int(1, 4096), "kernel": _int(1, 31), "stride": _int(1, 31), "padding": _int(0, 31),
+                  "pool": _int(1, 31)}
+INPUT_SETTINGS = {"height": _int(8, 1024), "channels": _int(1, 3), "max_width": _int(8, 20_000)}
+RNN_SETTINGS = {"hidden": _int(1, 4096), "layers": _int(0, 8), "dropout": Setting(float, 0, 1, hi_open=True),
+                "bidirectional": Setting(bool)}
 
 
 @dataclass
@@ -31,28 +106,30 @@ class LayerSpec:
     batch_norm: bool = True
 
     @classmethod
-    def parse(cls, raw: Any, default_bn: bool) -> "LayerSpec":
+    def parse(cls, raw: Any, default_bn: bool, source: str = "config") -> "LayerSpec":
         if not isinstance(raw, dict) or len({"conv", "pool"} & raw.keys()) != 1:
-            raise ConfigError(f"backbone layer {raw!r}: expected a mapping with 'conv: CHANNELS' or 'pool: SIZE'")
+            raise ConfigError(f"{source}: backbone layer {raw!r}: expected a mapping with 'conv: CHANNELS' or "
+                              "'pool: SIZE'")
         unknown = set(raw) - {"conv", "pool", "kernel", "stride", "padding", "bn"}
         if unknown:
-            raise ConfigError(f"backbone layer {raw!r}: unknown keys {sorted(unknown)}")
+            raise ConfigError(f"{source}: backbone layer {raw!r}: unknown keys {sorted(unknown)}")
+        where = f"{source}: backbone layer {raw!r}:"
         if "conv" in raw:
-            kernel = _pair(raw.get("kernel", 3), raw)
+            kernel = _pair(raw.get("kernel", 3), f"{where} kernel")
             return cls(
                 kind="conv",
-                out=int(raw["conv"]),
+                out=LAYER_SETTINGS["conv"].check(raw["conv"], f"{where} conv"),
                 kernel=kernel,
-                stride=_pair(raw.get("stride", 1), raw),
-                padding=_pair(raw.get("padding", (kernel[0] // 2, kernel[1] // 2)), raw),
-                batch_norm=bool(raw.get("bn", default_bn)),
+                stride=_pair(raw.get("stride", 1), f"{where} stride"),
+                padding=_pair(raw.get("padding", (kernel[0] // 2, kernel[1] // 2)), f"{where} padding"),
+                batch_norm=Setting(bool).check(raw.get("bn", default_bn), f"{where} bn"),
             )
-        kernel = _pair(raw["pool"], raw)
+        kernel = _pair(raw["pool"], f"{where} pool")
         return cls(
             kind="pool",
             kernel=kernel,
-            stride=_pair(raw.get("stride", kernel), raw),
-            padding=_pair(raw.get("padding", 0), raw),
+            stride=_pair(raw.get("stride", kernel), f"{where} stride"),
+            padding=_pair(raw.get("padding", 0), f"{where} padding"),
             batch_norm=False,
         )
 
@@ -79,13 +156,22 @@ class LayerSpec:
         """Output length along axis 0 (height) or 1 (width) for an input of `size`."""
         return (size + 2 * self.padding[axis] - self.kernel[axis]) // self.stride[axis] + 1
 
+    def parameters(self, channels_in: int) -> int:
+        if self.kind == "pool":
+            return 0
+        weights = channels_in * self.out * self.kernel[0] * self.kernel[1]
+        return weights + (2 * self.out if self.batch_norm else self.out)
 
-def _pair(value: Any, raw: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ConfigError(f"backbone layer {raw!r}: {value!r} is not an int or an [height, width] pair")
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    """An int or an [height, width] pair of ints, each within the layer bounds."""
+    setting = LAYER_SETTINGS["padding" if name.endswith("padding") else "kernel"]
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (setting.check(value[0], name), setting.check(value[1], name))
+    if isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be an integer or an [height, width] pair, not {value!r}")
+    single = setting.check(value, name)
+    return (single, single)
 
 
 @dataclass
@@ -112,8 +198,7 @@ class ModelConfig:
             raise ConfigError(f"model {self.name}: head reduce {self.head_reduce!r} is not one of {', '.join(REDUCTIONS)}")
         if self.head_length is not None and self.head_length < 1:
             raise ConfigError(f"model {self.name}: head length must be at least 1, not {self.head_length}")
-        if self.head == "softmax" and self.head_reduce == "last" and self.rnn_layers == 0:
-            raise ConfigError(f"model {self.name}: head reduce 'last' needs an rnn (layers >= 1)")
+        head_for(self).check(self)
         if self.channels not in (1, 3):
             raise ConfigError(f"model {self.name}: channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
         if not self.backbone:
@@ -124,6 +209,10 @@ class ModelConfig:
             raise ConfigError(f"model {self.name}: the backbone shrinks a height of {self.height} px to nothing")
         if self.min_width > self.max_width:
             raise ConfigError(f"model {self.name}: max_width {self.max_width} is below the smallest usable width {self.min_width}")
+        if self.estimated_parameters() > MAX_PARAMETERS:
+            raise ConfigError(f"model {self.name}: about {self.estimated_parameters():,} parameters at height "
+                              f"{self.height} px, more than the {MAX_PARAMETERS:,} a CRNN could use (a smaller "
+                              "--height, or a backbone that pools the height down)")
 
     def _through(self, size: int, axis: int) -> int:
         for layer in self.backbone:
@@ -139,6 +228,18 @@ class ModelConfig:
         return [layer.out for layer in self.backbone if layer.kind == "conv"][-1] if any(
             layer.kind == "conv" for layer in self.backbone) else self.channels
 
+    def estimated_parameters(self) -> int:
+        """Backbone and RNN weights (the output layer, sized by the alphabet, is left out)."""
+        total, channels = 0, self.channels
+        for layer in self.backbone:
+            total += layer.parameters(channels)
+            channels = layer.out if layer.kind == "conv" else channels
+        size, directions = self.feature_channels() * self.feature_height(), 2 if self.rnn_bidirectional else 1
+        for _ in range(self.rnn_layers):
+            total += directions * 4 * self.rnn_hidden * (size + self.rnn_hidden + 2)
+            size = directions * self.rnn_hidden
+        return total
+
     def time_steps(self, width: int) -> int:
         """Length of the sequence the backbone reads from an image `width` px wide."""
         return self._through(width, 1)
@@ -153,10 +254,7 @@ class ModelConfig:
 
     def output_length(self, width: int) -> int:
         """Frames the model outputs for an image `width` px wide: T for CTC, L for softmax."""
-        if self.head == "softmax":
-            assert self.head_length is not None, "softmax head length not resolved"
-            return self.head_length
-        return self.time_steps(width)
+        return head_for(self).output_length(self, width)
 
     def width_for_length(self, length: int) -> int:
         """The narrowest input whose sequence can carry a CTC label of `length` symbols."""
@@ -174,7 +272,7 @@ class ModelConfig:
             "batch_norm": self.batch_norm,
             "backbone": [layer.to_dict(self.batch_norm) for layer in self.backbone],
             "rnn": self._rnn_dict(),
-            "head": self._head_dict(),
+            "head": head_for(self).to_yaml(self),
         }
 
     def _rnn_dict(self) -> dict[str, Any]:
@@ -183,54 +281,99 @@ class ModelConfig:
             d["bidirectional"] = False
         return d
 
-    def _head_dict(self) -> str | dict[str, Any]:
-        if self.head == "ctc":
-            return "ctc"
-        d: dict[str, Any] = {"type": self.head, "reduce": self.head_reduce}
-        if self.head_length is not None:
-            d["length"] = self.head_length
-        return d
-
     @classmethod
     def from_dict(cls, raw: Any, source: str = "config") -> "ModelConfig":
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: a model config must be a mapping")
-        known = {"name", "description", "input", "batch_norm", "backbone", "rnn", "head"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"{source}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        inp = raw.get("input") or {}
-        rnn = raw.get("rnn") or {}
-        default_bn = bool(raw.get("batch_norm", True))
+        _no_unknown(raw, {"name", "description", "input", "batch_norm", "backbone", "rnn", "head"}, source, "model")
+        inp = _section(raw, "input", source, INPUT_SETTINGS)
+        rnn = _section(raw, "rnn", source, RNN_SETTINGS)
+        default_bn = Setting(bool).check(raw.get("batch_norm", True), f"{source}: batch_norm")
         layers = raw.get("backbone")
         if not isinstance(layers, list):
             raise ConfigError(f"{source}: 'backbone' must be a list of layers")
-        head = raw.get("head", "ctc")
-        if isinstance(head, str):
-            head = {"type": head}
-        if not isinstance(head, dict) or set(head) - {"type", "length", "reduce"}:
-            raise ConfigError(f"{source}: 'head' must be ctc, softmax, or a mapping with type, length, reduce")
-        if set(rnn) - {"hidden", "layers", "dropout", "bidirectional"}:
-            raise ConfigError(f"{source}: unknown rnn keys {sorted(set(rnn) - {'hidden', 'layers', 'dropout', 'bidirectional'})}")
-        try:
-            return cls(
-                name=str(raw.get("name", Path(source).stem)),
-                description=str(raw.get("description", "")),
-                height=int(inp.get("height", 32)),
-                channels=int(inp.get("channels", 1)),
-                max_width=int(inp.get("max_width", 800)),
-                backbone=[LayerSpec.parse(layer, default_bn) for layer in layers],
-                batch_norm=default_bn,
-                rnn_hidden=int(rnn.get("hidden", 128)),
-                rnn_layers=int(rnn.get("layers", 2)),
-                rnn_dropout=float(rnn.get("dropout", 0.0)),
-                rnn_bidirectional=bool(rnn.get("bidirectional", True)),
-                head=str(head.get("type", "ctc")),
-                head_length=None if head.get("length") is None else int(head["length"]),
-                head_reduce=str(head.get("reduce", "mean")),
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        head = _head_section(raw.get("head", "ctc"), source)
+        return cls(
+            name=_text(raw.get("name", Path(source).stem), f"{source}: name"),
+            description=_text(raw.get("description", ""), f"{source}: description", empty=True),
+            height=inp.get("height", 32),
+            channels=inp.get("channels", 1),
+            max_width=inp.get("max_width", 800),
+            backbone=[LayerSpec.parse(layer, default_bn, source) for layer in layers],
+            batch_norm=default_bn,
+            rnn_hidden=rnn.get("hidden", 128),
+            rnn_layers=rnn.get("layers", 2),
+            rnn_dropout=rnn.get("dropout", 0.0),
+            rnn_bidirectional=rnn.get("bidirectional", True),
+            head=head.get("type", "ctc"),
+            head_length=head.get("length"),
+            head_reduce=head.get("reduce", "mean"),
+        )
+
+
+def _no_unknown(raw: Mapping[str, Any], known: set[str], source: str, what: str) -> None:
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown {what} keys {sorted(map(str, unknown))} (known: {sorted(known)})")
+
+
+def _section(raw: Mapping[str, Any], key: str, source: str, settings: Mapping[str, Setting]) -> dict[str, Any]:
+    """A nested mapping (input:, rnn:) with each value checked against its setting."""
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: '{key}' must be a mapping")
+    _no_unknown(section, set(settings), source, key)
+    return {k: settings[k].check(v, f"{source}: {key}.{k}") for k, v in section.items()}
+
+
+def _head_section(head: Any, source: str) -> dict[str, Any]:
+    if isinstance(head, str):
+        head = {"type": head}
+    if not isinstance(head, dict) or set(head) - {"type", "length", "reduce"}:
+        raise ConfigError(f"{source}: 'head' must be ctc, softmax, or a mapping with type, length, reduce")
+    checks = {"type": Setting(str, choices=tuple(HEADS)), "length": _int(1, 10_000, optional=True),
+              "reduce": Setting(str, choices=REDUCTIONS)}
+    return {k: checks[k].check(v, f"{source}: head.{k}") for k, v in head.items()}
+
+
+def _text(value: Any, name: str, empty: bool = False) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # `name: 2024` is a fine name
+    if not isinstance(value, str) or (not value and not empty):
+        raise ConfigError(f"{name} must be a text, not {value!r}")
+    return value
+
+
+class _FreezeSetting(Setting):
+    """--freeze-backbone: a number of epochs, or 'all'."""
+
+    def expected(self) -> str:
+        return "a number of epochs (>= 0) or 'all'"
+
+    def _valid(self, value: Any) -> bool:
+        return value == "all" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100_000)
+
+
+# Every training setting, its type and bounds: YAML files, flags and checkpoints all pass here.
+TRAIN_SETTINGS: dict[str, Setting] = {
+    "epochs": _int(1, 100_000),
+    "batch_size": _int(1, 4096),
+    "lr": Setting(float, 0, 10, lo_open=True),
+    "weight_decay": Setting(float, 0, 1),
+    "warmup_steps": _int(0, 10_000_000),
+    "grad_clip": Setting(float, 0, 1e6, lo_open=True),
+    "patience": _int(1, 100_000),
+    "max_minutes": Setting(float, 0, 1e6, optional=True),  # 0 or unset: no time limit
+    "seed": _int(0, 2**32 - 1),
+    "device": Setting(str),
+    "val_fraction": Setting(float, 0, 1, lo_open=True, hi_open=True),
+    "augment": Setting(str, choices=AUGMENT_LEVELS),
+    "threads": _int(1, 1024, optional=True),
+    "precision": Setting(str, choices=PRECISIONS),
+    "freeze_backbone": _FreezeSetting(int),
+}
+# What `--resume` may change: how long and where the run goes on, never what it learns from.
+RESUMABLE = frozenset({"epochs", "max_minutes", "patience", "threads", "device", "precision"})
 
 
 @dataclass
@@ -251,30 +394,124 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, fp16
     freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
 
+    def __post_init__(self) -> None:
+        for key, setting in TRAIN_SETTINGS.items():
+            setattr(self, key, setting.check(getattr(self, key), f"train.{key}"))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The time budget, or None when the run has none (`max_minutes` unset or 0)."""
+        return self.max_minutes * 60 if self.max_minutes else None
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "config") -> "TrainConfig":
         if raw is None:
             return cls()
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: 'train' must be a mapping")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - names
-        if unknown:
-            raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(names)})")
-        if "augment" in raw and raw["augment"] not in ("none", "light", "default", "heavy"):
-            raise ConfigError(f"{source}: augment must be none, light, default or heavy, not {raw['augment']!r}")
-        if "precision" in raw and raw["precision"] not in PRECISIONS:
-            raise ConfigError(f"{source}: precision must be one of {', '.join(PRECISIONS)}, not {raw['precision']!r}")
-        freeze = raw.get("freeze_backbone", 0)
-        if not (freeze == "all" or (isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0)):
-            raise ConfigError(f"{source}: freeze_backbone must be a number of epochs or 'all', not {freeze!r}")
+        return cls(**check_train_values(raw, source))
+
+
+def check_train_values(raw: Any, source: str, flags: bool = False) -> dict[str, Any]:
+    """Checked training settings from a file's 'train:' mapping (or flags, named --like-this)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: 'train' must be a mapping")
+    _no_unknown(raw, set(TRAIN_SETTINGS), source, "train")
+    checked = {}
+    for key, value in raw.items():
+        if flags:
+            try:
+                checked[key] = TRAIN_SETTINGS[key].check(value, "--" + key.replace("_", "-"))
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            checked[key] = TRAIN_SETTINGS[key].check(value, f"{source}: train.{key}")
+    return checked
+
+
+# -- one resolution of a run's settings ----------------------------------------------------
+MODEL_FLAGS = ("height", "head", "max_length")
+
+
+def resolve_run_config(model: ModelConfig | str | None = None, train: TrainConfig | None = None, *,
+                       config_file: str | Path | None = None, model_flags: Mapping[str, Any] | None = None,
+                       train_flags: Mapping[str, Any] | None = None, checkpoint: Mapping[str, Any] | None = None,
+                       checkpoint_source: str = "checkpoint", init: ModelConfig | None = None,
+                       ) -> tuple[ModelConfig, TrainConfig]:
+    """A run's model and training settings, decided once.
+
+    Precedence: defaults -> `config_file` ('model:' and 'train:' sections) -> explicit
+    arguments (`model`, `train`) and flags. A `checkpoint` (resume) or an `init` model fixes
+    the architecture; resuming also fixes every training setting outside RESUMABLE. Anything
+    that would be ignored is refused with one line naming it.
+    """
+    model_flags = {k: v for k, v in (model_flags or {}).items() if v is not None}
+    train_flags = {k: v for k, v in (train_flags or {}).items() if v is not None}
+    _no_unknown(model_flags, set(MODEL_FLAGS), "options", "model option")
+    file_model, file_train = _read_run_file(config_file) if config_file is not None else (None, None)
+    if checkpoint is not None or init is not None:
+        fixed_by = "--resume" if checkpoint is not None else "--init"
+        for given, what in ((model, "--model"), (file_model, f"{config_file}'s model: section"),
+                            *((value, "--" + key.replace("_", "-")) for key, value in model_flags.items())):
+            if given is not None:
+                raise UsageError(f"{what}: {fixed_by} takes the architecture and input height from its model; "
+                                 "drop it")
+        model_config = (ModelConfig.from_dict(checkpoint["config"], source=checkpoint_source)
+                        if checkpoint is not None else init)
+    else:
+        if isinstance(model, str):
+            model = load_model_config(model)
+        model_config = apply_model_flags(model or file_model or load_model_config(DEFAULT_MODEL), **model_flags)
+    train_config = _resolve_train(train, file_train, str(config_file), train_flags, checkpoint, checkpoint_source)
+    return model_config, train_config
+
+
+def _read_run_file(path: str | Path) -> tuple[ModelConfig | None, dict[str, Any] | None]:
+    raw = read_yaml(Path(path))
+    if not isinstance(raw, dict) or not ({"model", "train"} & raw.keys()):
+        raise ConfigError(f"{path}: expected a mapping with a 'model:' and/or 'train:' section")
+    _no_unknown(raw, {"model", "train"}, str(path), "top-level")
+    model = ModelConfig.from_dict(raw["model"], source=str(path)) if raw.get("model") is not None else None
+    train = check_train_values(raw["train"], str(path)) if raw.get("train") is not None else None
+    return model, train
+
+
+def _resolve_train(train: TrainConfig | None, file_train: dict[str, Any] | None, file_name: str,
+                   flags: dict[str, Any], checkpoint: Mapping[str, Any] | None, source: str) -> TrainConfig:
+    flags = check_train_values(flags, "options", flags=True)
+    if checkpoint is None:
+        base = (train or TrainConfig()).to_dict()
+        return TrainConfig(**dict(base, **(file_train or {}), **flags))
+    base = TrainConfig.from_dict(checkpoint["train"]["config"], source).to_dict()
+    for changes, name in ((file_train or {}, lambda k: f"{file_name}: train.{k}"),
+                          (train.to_dict() if train is not None else {}, lambda k: f"train config {k}"),
+                          (flags, lambda k: "--" + k.replace("_", "-"))):
+        for key, value in changes.items():
+            if value != base[key] and key not in RESUMABLE:
+                raise UsageError(f"{name(key)}: a resumed run keeps its {key} ({base[key]!r}); "
+                                 "start a new run (with --init) to change it")
+        base.update({k: v for k, v in changes.items() if k in RESUMABLE})
+    return TrainConfig(**base)
+
+
+def apply_model_flags(config: ModelConfig, height: int | None = None, head: str | None = None,
+                      max_length: int | None = None) -> ModelConfig:
+    """The architecture with --height, --head and --max-length applied (train and data check)."""
+    if height is not None:
+        raw = config.to_dict()
         try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            height = INPUT_SETTINGS["height"].check(height, "--height")
+            config = ModelConfig.from_dict(dict(raw, input=dict(raw["input"], height=height)), source="--height")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    if head is not None and head != config.head:
+        config = dataclasses.replace(config, head=head, head_length=None)
+    if max_length is not None:
+        if config.head != "softmax":
+            raise UsageError("--max-length applies to the softmax head (add --head softmax)")
+        config = dataclasses.replace(config, head_length=max_length)
+    return config
 
 
 # -- bundled configs ------------------------------------------------------------------
@@ -305,7 +542,7 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
             raw = raw["model"]  # a run directory's config.yaml
         return ModelConfig.from_dict(raw, source=text)
     resource = bundled_dir() / f"{text}.yaml"
-    if not resource.is_file():
+    if not text or not resource.is_file():
         raise ConfigError(
             f"unknown model {text!r}: not a file, and not a bundled config ({', '.join(bundled_config_names())})")
     return ModelConfig.from_dict(yaml.safe_load(resource.read_text(encoding="utf-8")), source=f"{text}.yaml")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .alphabet import normalize
-from .errors import DatasetError, ImageError
+from .alphabet import label_fault, normalize
+from .errors import DatasetError, ImageError, first_line, quoted
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pbm", ".pgm", ".ppm"}
 LIST_FILE_NAMES = ("labels.tsv", "labels.txt", "gt.txt")
@@ -79,52 +79,71 @@ def read_list_file(list_file: Path) -> Dataset:
         raise DatasetError(f"{list_file}: UTF-16 text; save it as UTF-8")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    base = list_file.parent
     samples: list[Sample] = []
     problems: list[Problem] = []
     seen: dict[str, tuple[int, str]] = {}  # normalised path -> (first line, label)
     newline = b"\n" if b"\n" in raw or b"\r" not in raw else b"\r"  # old Mac files end lines in CR alone
     for line_no, raw_line in enumerate(raw.split(newline), start=1):
         where = f"{list_file}:{line_no}"
-        try:
-            line = raw_line.decode("utf-8").removesuffix("\r")
-        except UnicodeDecodeError as exc:
-            problems.append(Problem(where, f"not UTF-8 text (byte 0x{raw_line[exc.start]:02x} at column {exc.start + 1})"))
+        parsed = _parse_list_line(raw_line, list_file.parent, where)
+        if parsed is None or isinstance(parsed, Problem):
+            problems.extend([parsed] if parsed else [])
             continue
-        if not line.strip():
-            continue
-        if "\t" not in line:
-            problems.append(Problem(where, "no TAB between path and label"))
-            continue
-        rel, label = line.split("\t", 1)
-        rel = rel.strip()
-        label = normalize(label.strip())
-        if not rel:
-            problems.append(Problem(where, "no image path before the TAB"))
-            continue
-        if not label:
-            problems.append(Problem(where, "empty label"))
-            continue
-        path = base / rel
-        try:
-            found = path.is_file()
-        except OSError:  # e.g. a name too long for the file system
-            found = False
-        if not found:
-            problems.append(Problem(where, f"image {rel!r} not found"))
-            continue
+        rel, path, label = parsed
         key = os.path.normpath(path)
         if key in seen:
             first, first_label = seen[key]
             if first_label == label:
-                problems.append(Problem(where, f"duplicate of line {first} ({rel!r}); skipped"))
+                problems.append(Problem(where, f"duplicate of line {first} ({quoted(rel)}); skipped"))
             else:
-                problems.append(Problem(where, f"image {rel!r} listed again with another label "
-                                               f"({label!r}; line {first} says {first_label!r}); skipped"))
+                problems.append(Problem(where, f"image {quoted(rel)} listed again with another label "
+                                               f"({quoted(label)}; line {first} says {quoted(first_label)}); skipped"))
             continue
         seen[key] = (line_no, label)
         samples.append(Sample(path, label, where))
     return Dataset(samples, str(list_file), problems)
+
+
+def _parse_list_line(raw_line: bytes, base: Path, where: str) -> tuple[str, Path, str] | Problem | None:
+    """One list-file line: (path as written, its file, label), a Problem, or None for a blank line.
+
+    The path is kept verbatim (a file may be named ' a.png'); the label loses surrounding
+    whitespace, which no crop can show.
+    """
+    try:
+        line = raw_line.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        return Problem(where, f"not UTF-8 text (byte 0x{raw_line[exc.start]:02x} at column {exc.start + 1})")
+    if not line.strip():
+        return None
+    if "\t" not in line:
+        return Problem(where, "no TAB between path and label")
+    rel, label = line.split("\t", 1)
+    label = normalize(label.strip())
+    if not rel.strip():
+        return Problem(where, "no image path before the TAB")
+    if not label:
+        return Problem(where, "empty label")
+    if "\t" in label:
+        return Problem(where, "more than one TAB (a third column?): lines are PATH<TAB>LABEL, "
+                              "and a label cannot hold a TAB")
+    fault = label_fault(label)
+    if fault is not None:
+        return Problem(where, fault)
+    path = base / rel
+    if not _is_file(path):
+        hint = ""
+        if rel.strip() != rel and _is_file(base / rel.strip()):
+            hint = f" ({quoted(rel.strip())} exists: paths are read as written, spaces included)"
+        return Problem(where, f"image {quoted(rel)} not found{hint}")
+    return rel, path, label
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def read_sidecars(folder: Path) -> Dataset:
@@ -135,16 +154,30 @@ def read_sidecars(folder: Path) -> Dataset:
         if not gt.is_file():
             problems.append(Problem(str(image), f"no {gt.name} beside it"))
             continue
-        try:
-            label = normalize(gt.read_text(encoding="utf-8-sig").strip())
-        except UnicodeDecodeError:
-            problems.append(Problem(str(gt), "not UTF-8 text"))
-            continue
-        if not label:
-            problems.append(Problem(str(gt), "empty label"))
-            continue
-        samples.append(Sample(image, label, str(gt)))
+        label = _read_sidecar(gt)
+        if isinstance(label, Problem):
+            problems.append(label)
+        else:
+            samples.append(Sample(image, label, str(gt)))
     return Dataset(samples, str(folder), problems)
+
+
+def _read_sidecar(gt: Path) -> str | Problem:
+    """The label in a `.gt.txt` file: its text without surrounding whitespace (a final newline)."""
+    try:
+        raw = gt.read_bytes()
+    except OSError as exc:
+        return Problem(str(gt), f"cannot read: {exc.strerror or exc}")
+    try:
+        label = normalize(raw.decode("utf-8-sig").strip())
+    except UnicodeDecodeError:
+        return Problem(str(gt), "not UTF-8 text")
+    if not label:
+        return Problem(str(gt), "empty label")
+    if "\n" in label or "\r" in label:
+        return Problem(str(gt), "more than one line: a sidecar holds one label, on one line")
+    fault = label_fault(label)
+    return Problem(str(gt), fault) if fault is not None else label
 
 
 _COPY_SUFFIX = re.compile(r"_\d+$")
@@ -152,15 +185,23 @@ _COPY_SUFFIX = re.compile(r"_\d+$")
 
 def read_filename_labels(folder: Path) -> Dataset:
     """Label = file stem with a trailing `_N` dropped (`7GX2K_2.png` -> `7GX2K`)."""
-    samples = [Sample(p, normalize(_COPY_SUFFIX.sub("", p.stem)), str(p)) for p in list_images(folder)]
-    return Dataset(samples, str(folder))
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for path in list_images(folder):
+        label = normalize(_COPY_SUFFIX.sub("", path.stem))
+        fault = "empty label" if not label else label_fault(label)
+        if fault is not None:
+            problems.append(Problem(str(path), fault))
+        else:
+            samples.append(Sample(path, label, str(path)))
+    return Dataset(samples, str(folder), problems)
 
 
 def discover(path: str | Path, labels: str = "auto") -> Dataset:
     """Samples in a folder or list file, by the label formats in order (see docs)."""
     path = Path(path)
     if labels not in LABEL_MODES:
-        raise DatasetError(f"unknown label mode {labels!r} (use one of {', '.join(LABEL_MODES)})")
+        raise DatasetError(f"unknown label mode {quoted(labels)} (use one of {', '.join(LABEL_MODES)})")
     if path.is_file():
         return read_list_file(path)
     if not path.is_dir():
@@ -251,12 +292,8 @@ class Preprocess:
             if image.mode.startswith("I;16"):
                 # Pillow's point() and convert() cannot scale every 16-bit layout; numpy can.
                 image = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8), "L")
-            elif image.mode == "I":
-                image = image.point(lambda v: v / 256).convert("L")
-            elif image.mode == "F":
-                values = np.nan_to_num(np.asarray(image, dtype=np.float32))
-                scale = 255.0 if values.size and values.max() <= 1.0 else 1.0  # floats in [0, 1] are common
-                image = Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), "L")
+            elif image.mode in ("I", "F"):
+                image = Image.fromarray(to_eight_bits(np.asarray(image)), "L")
             elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, image.convert("RGBA"))
@@ -296,8 +333,30 @@ class Preprocess:
         except MemoryError:
             raise ImageError(f"{path}: not enough memory to decode this image") from None
         except Exception as exc:  # noqa: BLE001 - a damaged file may make any decoder raise anything
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ImageError(f"{path}: cannot decode image: {detail}") from None
+            raise ImageError(f"{path}: cannot decode image: {first_line(exc)}") from None
+
+
+def to_eight_bits(values: np.ndarray) -> np.ndarray:
+    """Grey values of Pillow's modes I (int32) and F (float32) to uint8, by the range they use.
+
+    These modes say nothing about the scale, so the values decide: floats within [0, 1] are
+    multiplied by 255; values within [0, 255] are 8-bit data in a wider container and kept;
+    values within [0, 65535] are 16-bit and divided by 256 (as the I;16 modes are); anything
+    else (negative, larger) is stretched from its own minimum to its maximum. NaN counts as the
+    minimum, infinities as the ends of the finite range.
+    """
+    is_float = values.dtype.kind == "f"
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 0.0)
+    values = np.clip(np.where(np.isnan(values), low, values), low, high)
+    if is_float and low >= 0 and high <= 1:
+        values = values * 255
+    elif low >= 0 and high <= 65535 and high > 255:
+        values = values / 256
+    elif low < 0 or high > 65535:
+        values = (values - low) * 255 / (high - low) if high > low else np.zeros_like(values)
+    return np.floor(values).astype(np.uint8)
 
 
 def _bomb_message(pixels: int | None = None) -> str:

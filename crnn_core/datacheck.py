@@ -9,8 +9,9 @@ from pathlib import Path
 from .alphabet import Alphabet
 from .config import ModelConfig
 from .data import Dataset, Problem, discover, load_all
+from .errors import quoted
+from .heads import head_for
 from .modelfile import preprocess_for
-from .train import ctc_needed_steps
 
 
 @dataclass
@@ -50,7 +51,7 @@ def outside(dataset: Dataset, root: Path) -> list[Problem]:
         target = sample.path.resolve()
         if not target.is_relative_to(root):
             found.append(Problem(sample.origin or str(sample.path),
-                                 f"path points outside the dataset folder {str(root)!r}: {str(target)!r}"))
+                                 f"path points outside the dataset folder {quoted(str(root))}: {quoted(str(target))}"))
     return found
 
 
@@ -61,26 +62,17 @@ def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int, r
     chars: Counter = Counter()
     lengths, widths = [], []
     alphabet = Alphabet.from_texts(s.text for s in dataset.samples)
+    head = head_for(config)
     for sample, array in zip(dataset.samples, arrays):
         chars.update(sample.text)
         lengths.append(len(sample.text))
         if array is None:
             continue
         widths.append(array.shape[1])
-        if config.head == "softmax":
-            if config.head_length is not None and len(sample.text) > config.head_length:
-                problems.append(Problem(sample.origin or str(sample.path),
-                                        f"label {sample.text!r} has {len(sample.text)} characters, more than the "
-                                        f"softmax head's {config.head_length} positions"))
-            if array.shape[1] >= config.max_width:
-                problems.append(Problem(str(sample.path), f"squeezed to the maximum width {config.max_width} px"))
-            continue
-        steps = config.time_steps(array.shape[1])
-        needed = ctc_needed_steps(alphabet.encode(sample.text))
-        if needed > steps:
-            problems.append(Problem(sample.origin or str(sample.path),
-                                    f"label {sample.text!r} is too long for CTC at this width: needs {needed} steps, "
-                                    f"{config.name} reads {steps} from {array.shape[1]} px (height {config.height})"))
+        # the same rule training uses to skip a sample (heads.py)
+        problem = head.label_problem(config, alphabet.encode(sample.text), array.shape[1])
+        if problem is not None:
+            problems.append(Problem(sample.origin or str(sample.path), f"{problem}: {quoted(sample.text)}"))
         if array.shape[1] >= config.max_width:
             problems.append(Problem(str(sample.path), f"squeezed to the maximum width {config.max_width} px"))
     readable = sum(a is not None for a in arrays)

@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from .alphabet import Alphabet
+from .choices import ALPHABET_MODES
 from .errors import DatasetError, ModelFileError
+from .heads import HeadRows, head_named
 
-ALPHABET_MODES = ("union", "new", "keep")
 # A seeded row's bias starts this much below its model's (in logits): the old character keeps
 # winning at first instead of the two splitting every frame.
 SEEDED_BIAS_OFFSET = 1.0
@@ -41,21 +42,12 @@ SEEDED_BIAS_OFFSET = 1.0
 RANDOM_ROW_SCALE = 0.1
 
 
-@dataclass(frozen=True)
-class HeadRows:
-    """Which output row holds each character, and the head's special rows by name."""
-
-    chars: Mapping[str, int]
-    special: Mapping[str, int]
-    classes: int
-
-
 RowsFunction = Callable[[Alphabet], HeadRows]
 
 
 def ctc_rows(alphabet: Alphabet) -> HeadRows:
     """The CTC head: row 0 is the blank, characters take rows 1..K in alphabet order."""
-    return HeadRows({c: i + 1 for i, c in enumerate(alphabet.chars)}, {"blank": 0}, alphabet.num_classes)
+    return head_named("ctc").rows(alphabet)
 
 
 def plan_alphabet(old: Alphabet, texts: Iterable[str], mode: str = "union", source: str = "data") -> Alphabet:

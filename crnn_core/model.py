@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .errors import ConfigError
+from .heads import head_for
 
 
 def build_backbone(config: ModelConfig) -> nn.Sequential:
@@ -46,8 +46,8 @@ def bin_means(seq: torch.Tensor, length: int, lengths: torch.Tensor | None = Non
     return torch.einsum("blt,tbf->lbf", mask / mask.sum(2, keepdim=True), seq)
 
 
-class SoftmaxHead(nn.Module):
-    """A fixed number L of positions, each classified over the alphabet plus an end symbol (0).
+class PositionsHead(nn.Module):
+    """The softmax head: a fixed number L of positions, each classified over the alphabet plus an end symbol (0).
 
     `mean`: position i reads the i-th of L equal bins of columns (with a BiLSTM below, each
     column already sees the whole line). `last`: the final RNN state summarises the image (as
@@ -120,19 +120,15 @@ class CRNN(nn.Module):
             features = (2 if config.rnn_bidirectional else 1) * config.rnn_hidden
         else:
             self.rnn = None
-        self.head: nn.Module
-        if config.head == "softmax":
-            if config.head_length is None:
-                raise ConfigError(f"model {config.name}: the softmax head's length is not set")
-            self.head = SoftmaxHead(features, num_classes, config.head_length, config.head_reduce,
-                                    config.rnn_bidirectional and self.rnn is not None)
-        else:
-            self.head = nn.Linear(features, num_classes)
+        # heads.py decides what the output layer is (CTC: a Linear; softmax: L positions)
+        self.head_kind = head_for(config)
+        self.head = self.head_kind.build(config, features, num_classes,
+                                         config.rnn_bidirectional and self.rnn is not None)
 
     @property
     def classifier(self) -> nn.Linear:
         """The layer with one output row per class (0 = blank or end, i = alphabet[i-1])."""
-        return self.head.classify if isinstance(self.head, SoftmaxHead) else self.head
+        return self.get_submodule(self.head_kind.classifier_keys[0].rsplit(".", 1)[0])
 
     def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """`lengths` (B, optional): each image's own time steps when the batch is right-padded
@@ -143,9 +139,8 @@ class CRNN(nn.Module):
         seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
         if self.rnn is not None:
             seq, _ = self.rnn(seq)
-        if isinstance(self.head, SoftmaxHead):
-            return self.head(seq, lengths).float().log_softmax(-1)
-        return self.head(seq).float().log_softmax(-1)
+        out = self.head(seq, lengths) if self.head_kind.reads_lengths else self.head(seq)
+        return out.float().log_softmax(-1)
 
 
 def count_parameters(module: nn.Module) -> int:

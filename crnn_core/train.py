@@ -1,16 +1,19 @@
-"""The training loop: AdamW with warm-up and cosine decay, CTC, validation, checkpoints, resume."""
+"""The training loop: AdamW with warm-up and cosine decay, validation, checkpoints, exact resume.
+
+`train()` runs a `Trainer`: set-up (runprep.py: settings, data, model), then epochs of
+`train_epoch` and `validate`, with `stop_reason` deciding after each, and `checkpoint` writing
+`last.pt` (the whole `TrainState`, so that --resume continues as if never stopped).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import gc
-import inspect
 import json
 import math
-import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,23 +23,23 @@ import torch
 from torch import nn
 
 from . import __version__, distributed
-from .alphabet import Alphabet
 from .augment import augment_batch
 from .calibration import calibrate_file
-from .config import DEFAULT_MODEL, ModelConfig, TrainConfig, dump_run_config, load_model_config
-from .data import Dataset, Preprocess, Problem, load_all, split_dataset, width_batches
-from .errors import CrnnError, DatasetError
-from .finetune import backbone_frozen, init_from, plan_alphabet, set_backbone_frozen
+from .config import ModelConfig, TrainConfig, dump_run_config
+from .cpushare import CpuShare
+from .data import Problem, width_batches
+from .errors import CrnnError
+from .finetune import backbone_frozen, set_backbone_frozen
+from .heads import head_for
 from .memory import release_free_memory
 from .metrics import Scores, score
-from .model import CRNN, count_parameters
-from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, atomic_write_bytes, load_model, preprocess_for,
-                        read_payload, remove_stale_temp_files, save_checkpoint, save_model)
+from .model import count_parameters
+from .modelfile import atomic_write_bytes, preprocess_for, save_checkpoint, save_model
 from .plots import CurvePlotter
 from .recognizer import recognize_arrays, resolve_device
+from .runprep import RunData, RunPlan, build_model, plan_run, prepare_data
 
 Callback = Callable[[str, dict[str, Any]], None]
-MIN_TRAIN_SAMPLES = 2
 # Training batches are padded to a multiple of this width. Every distinct batch shape makes
 # oneDNN build and cache new kernels: with free widths, resident memory grew ~150 MB an epoch.
 TRAIN_WIDTH_MULTIPLE = 16
@@ -57,11 +60,6 @@ class TrainResult:
     skipped: list[Problem] = field(default_factory=list)
     rank: int = 0  # under torchrun, which process this is; only rank 0 wrote files
     rank_digests: list[str] = field(default_factory=list)  # weights hash per rank, at the end of a distributed run
-
-
-def ctc_needed_steps(ids: list[int]) -> int:
-    """Frames CTC needs for a label: one per symbol plus a blank between each repeated pair."""
-    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -115,88 +113,20 @@ def lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) ->
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class _Prepared:
-    """A split decoded once into memory: uint8 arrays, texts, encoded targets."""
-
-    def __init__(self, arrays: list[np.ndarray], texts: list[str], paths: list[Path], origins: list[str] | None = None):
-        self.arrays = arrays
-        self.texts = texts
-        self.paths = paths
-        self.origins = origins or [str(p) for p in paths]  # label file:line, for messages
-        self.widths = [a.shape[1] for a in arrays]
-        self.targets: list[list[int]] = []
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-
-def _prepare(dataset: Dataset, preprocess, threads: int, emit: Callback, split: str) -> tuple[_Prepared, list[Problem]]:
-    total = len(dataset.samples)
-    arrays, problems = load_all([s.path for s in dataset.samples], preprocess, threads,
-                                lambda done: emit("loading", {"split": split, "done": done, "total": total}))
-    keep = [i for i, a in enumerate(arrays) if a is not None]
-    prepared = _Prepared([arrays[i] for i in keep], [dataset.samples[i].text for i in keep],
-                         [dataset.samples[i].path for i in keep], [dataset.samples[i].origin or
-                                                                   str(dataset.samples[i].path) for i in keep])
-    return prepared, problems
-
-
-def too_long_for_head(texts: list[str], paths: list[Path], config: ModelConfig) -> list[Problem]:
-    """Labels longer than the softmax head's L positions (none for CTC)."""
-    if config.head != "softmax" or config.head_length is None:
-        return []
-    return [Problem(str(path), f"label of {len(text)} chars is longer than the softmax head's "
-                               f"{config.head_length} positions")
-            for text, path in zip(texts, paths) if len(text) > config.head_length]
-
-
-def _check_head_length(train: _Prepared, val: _Prepared, data: Any, config: ModelConfig) -> None:
-    too_long = too_long_for_head(train.texts + val.texts, train.paths + val.paths, config)
-    if too_long:
-        raise DatasetError(
-            f"{data}: {len(too_long)} labels are longer than the softmax head's {config.head_length} positions "
-            f"(first: {too_long[0]}); raise the head length (--max-length) or leave it unset to use the "
-            "longest label")
-
-
-def softmax_targets(targets: list[list[int]], length: int) -> torch.Tensor:
-    """B x L class indices: the label's ids, then the end symbol (0) in every remaining position."""
-    out = torch.zeros(len(targets), length, dtype=torch.long)
-    for row, ids in enumerate(targets):
-        out[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
-
-
-def _drop_unusable(train: _Prepared, alphabet: Alphabet, config: ModelConfig) -> list[Problem]:
-    """Encode targets; drop samples CTC cannot learn from (too long for their width)."""
-    keep, problems, targets = [], [], []
-    for i, text in enumerate(train.texts):
-        ids = alphabet.encode(text)
-        if config.head == "softmax":  # every width works; labels longer than L were refused earlier
-            keep.append(i)
-            targets.append(ids)
-            continue
-        steps = config.time_steps(train.widths[i])
-        needed = ctc_needed_steps(ids)
-        if needed > steps:
-            problems.append(Problem(train.origins[i],
-                                    f"label of {len(text)} chars needs {needed} CTC steps, the image gives {steps} "
-                                    f"({train.paths[i].name}: width {train.widths[i]} px at height {config.height}); "
-                                    "skipped"))
-            continue
-        keep.append(i)
-        targets.append(ids)
-    train.arrays = [train.arrays[i] for i in keep]
-    train.texts = [train.texts[i] for i in keep]
-    train.paths = [train.paths[i] for i in keep]
-    train.origins = [train.origins[i] for i in keep]
-    train.widths = [train.widths[i] for i in keep]
-    train.targets = targets
-    return problems
+def strict_json(value: Any) -> Any:
+    """`value` with every non-finite float as None, so json.dumps(..., allow_nan=False) accepts it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(h) + "\n" for h in history).encode())
+    lines = (json.dumps(strict_json(h), allow_nan=False) + "\n" for h in history)
+    atomic_write_bytes(path, "".join(lines).encode())
 
 
 def _rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
@@ -209,359 +139,428 @@ def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
     random.setstate((3, tuple(state["python"]), None))
 
 
-def train(*args: Any, **kwargs: Any) -> TrainResult:
-    """Train a CRNN on DATA into a run directory; see docs for the files it writes.
+def weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
-    `overrides` are train settings given explicitly (e.g. on the command line); they apply on
-    top of `train_config`, or of the saved settings when resuming. With `init`, the model's
-    architecture and preprocessing are used and `init_alphabet` (union, new, keep) says how
-    its alphabet meets the data's (see finetune.py). `on_event(kind, info)` receives progress ("loading", "skipped", "start", "step", "epoch",
-    "stop", "warning"); `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
+
+@dataclass
+class TrainState:
+    """Where a run is: everything besides weights, optimiser and RNG that resume needs."""
+
+    epoch: int = 0  # the last epoch fully trained and validated
+    best: dict[str, Any] = field(default_factory=lambda: {"cer": math.inf, "accuracy": -1.0, "epoch": 0})
+    bad_epochs: int = 0  # epochs since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # run time before this process (resumed runs), loading included
+    pending: dict[str, Any] | None = None  # a partly trained epoch: its batches and next step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "best": dict(self.best), "bad_epochs": self.bad_epochs,
+                "history": list(self.history), "seconds": self.seconds, "pending": self.pending}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.epoch = int(saved["epoch"])
+        self.best = dict(saved["best"])
+        self.bad_epochs = int(saved["bad_epochs"])
+        self.history = [h for h in saved["history"] if not h.get("partial")]
+        self.seconds = float(saved.get("seconds", 0.0))
+        self.pending = saved.get("pending")
+
+    def record(self, scores: Scores, epoch: int, partial: bool) -> bool:
+        """Count a validation; True when it is the best so far (lower CER, then higher accuracy)."""
+        improved = (scores.cer, -scores.accuracy) < (self.best["cer"], -self.best["accuracy"])
+        if improved:
+            self.best = {"cer": scores.cer, "accuracy": scores.accuracy, "wer": scores.wer, "epoch": epoch}
+            self.bad_epochs = 0
+        elif not partial:
+            self.bad_epochs += 1
+        return improved
+
+
+class Clock:
+    """The run's time budget, counting time spent before a resume as used."""
+
+    def __init__(self, budget: float | None, before: float = 0.0):
+        self.budget, self.before, self.started = budget, before, time.monotonic()
+
+    def used(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def progress(self) -> float:
+        return self.used() / self.budget if self.budget else 0.0
+
+    def over(self, reserve: float = 0.0) -> bool:
+        """Whether the budget is spent, keeping `reserve` seconds for what must follow."""
+        return self.budget is not None and self.used() + reserve > self.budget
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Lets a run take its cached images out of the collector's scans (gc.freeze), undone at the end.
+
+    The caches live for the whole run; the collector's full passes over them cost ~7% of
+    crnn-fast's training rate. A caller's own freeze is left alone.
     """
     frozen_before = gc.get_freeze_count()
     try:
-        return _train(*args, **kwargs)
+        yield
     finally:
-        if not frozen_before:  # leave a caller's own gc.freeze() alone
+        if not frozen_before:
             gc.unfreeze()
 
 
-def _train(data: str | Path | None, out_dir: str | Path | None, model_config: ModelConfig | None = None,
-           train_config: TrainConfig | None = None, val: str | Path | None = None, labels: str = "auto",
-           resume: str | Path | None = None, init: str | Path | None = None, init_alphabet: str = "union",
-           overrides: dict[str, Any] | None = None, on_event: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """The body of `train`."""
+@contextlib.contextmanager
+def clear_memory_errors(run_dir: Any) -> Iterator[None]:
+    """An allocation failure becomes one line that says what to shrink."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, RuntimeError) and not any(
+                s in text for s in ("allocate memory", "out of memory", "DefaultCPUAllocator")):
+            raise
+        raise CrnnError(f"{run_dir or 'training'}: out of memory ({text[:120]}); try a smaller --batch-size, "
+                        "--height or model") from None
+
+
+def train(data: str | Path | None, out_dir: str | Path | None, model_config: ModelConfig | str | None = None,
+          train_config: TrainConfig | None = None, val: str | Path | None = None, labels: str = "auto",
+          resume: str | Path | None = None, init: str | Path | None = None, init_alphabet: str = "union",
+          overrides: dict[str, Any] | None = None, on_event: Callback | None = None,
+          should_stop: Callable[[], bool] | None = None, *, config_file: str | Path | None = None,
+          model_flags: dict[str, Any] | None = None, force: bool = False) -> TrainResult:
+    """Train a CRNN on DATA into a run directory; see docs for the files it writes.
+
+    Settings are decided once by `config.resolve_run_config`: defaults, then `config_file`,
+    then `model_config`/`train_config`, `model_flags` (height, head, max_length) and
+    `overrides` (train settings given on the command line); on `resume`, the checkpoint's.
+    With `init`, the model's architecture and preprocessing are used and `init_alphabet`
+    (union, new, keep) says how its alphabet meets the data's (see finetune.py). A folder
+    that already holds a model is replaced only with `force`. `on_event(kind, info)` receives
+    progress ("loading", "skipped", "start", "step", "epoch", "stop", "warning");
+    `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
+    """
     emit: Callback = on_event or (lambda kind, info: None)
-    started = time.monotonic()
-    state: dict[str, Any] = {}
-    alphabet: Alphabet | None = None
-    init_model: LoadedModel | None = None
-    preprocess: Preprocess | None = None
+    with frozen_gc(), clear_memory_errors(out_dir or resume):
+        plan = plan_run(data, out_dir, model_config, train_config, val, labels, resume, init, overrides,
+                        config_file, model_flags, force)
+        trainer = Trainer(plan, init_alphabet, emit, should_stop)
+        return trainer.fit()
 
-    if resume is not None:
-        run_dir = Path(resume)
-        last = run_dir / "last.pt"
-        payload = read_payload(last)
-        if payload["format"] != CHECKPOINT_FORMAT or "state" not in payload:
-            raise CrnnError(f"{last}: not a resumable checkpoint")
-        model_config = ModelConfig.from_dict(payload["config"], source=str(last))
-        info = payload["train"]
-        train_config = TrainConfig.from_dict(dict(info["config"], **(overrides or {})), source=str(last))
-        data = data or info["data"]
-        val = val or info.get("val")
-        labels = info.get("labels", labels)
-        alphabet = Alphabet(payload["alphabet"])
-        preprocess = Preprocess.from_dict(payload["preprocess"])
-        state = payload["state"]
-        state["state_dict"] = payload["state_dict"]
-        remove_stale_temp_files(run_dir)  # left by a write that a kill cut short
-    else:
-        if data is None:
-            raise CrnnError("no training data given")
-        run_dir = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        if (run_dir / "last.pt").exists():
-            raise CrnnError(f"{run_dir}: already holds a run (last.pt); use --resume {run_dir} or another --out")
-        base = (train_config or TrainConfig()).to_dict()
-        train_config = TrainConfig.from_dict(dict(base, **(overrides or {})), source="options")
-        if init is not None:
-            init_model = load_model(init)
-            model_config = init_model.config
-            # Fine-tuning reads images exactly as the initial model was trained to, never re-guessed.
-            preprocess = init_model.preprocess
-        model_config = model_config or load_model_config(DEFAULT_MODEL)
 
-    assert train_config is not None and model_config is not None
-    seed_everything(train_config.seed)
-    np_rng = np.random.default_rng(train_config.seed)
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    device = resolve_device(train_config.device)
-    ctx, device = distributed.from_environment(device)
-    if not ctx.is_main:
-        emit = lambda kind, info: None  # noqa: E731 - rank 0 reports for every rank
-    run_dir = Path(ctx.broadcast(str(run_dir)))  # a default name holds a time stamp: take rank 0's
-    # Batch order comes from np_rng, the same on every rank; augmentation draws from a stream
-    # of its own per rank. In one process both are the one stream, as they always were.
-    aug_rng = np_rng if not ctx.enabled else np.random.default_rng([train_config.seed, ctx.rank])
-    amp_dtype = autocast_dtype(train_config.precision, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    preprocess = preprocess or preprocess_for(model_config)
+class Trainer:
+    """One run: set up once, then `fit` alternates `train_epoch` and `validate` until `stop_reason`."""
 
-    train_set, val_set = split_dataset(data, val, labels, train_config.val_fraction)
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
-    train_data, train_bad = _prepare(train_set, preprocess, threads, emit, "train")
-    val_data, val_bad = _prepare(val_set, preprocess, threads, emit, "val")
-    if init_model is not None:
-        alphabet = plan_alphabet(init_model.alphabet, train_data.texts, init_alphabet, str(data))
-    if alphabet is None:
-        alphabet = Alphabet.from_texts(train_data.texts)
-    else:
-        unknown = sorted(set().union(*(alphabet.unknown(t) for t in train_data.texts)))
-        if unknown:
-            first = next(i for i, t in enumerate(train_data.texts) if alphabet.unknown(t))
-            raise DatasetError(
-                f"{data}: characters not in the model's alphabet: {''.join(unknown)!r} "
-                f"(first in {train_data.origins[first]}: {train_data.texts[first]!r}) "
-                "(a run's alphabet is fixed; start a new run with --init and --alphabet union)")
-    if model_config.head == "softmax" and model_config.head_length is None:
-        # L from the data: the longest label in either split, so validation can be read in full.
-        longest = max(len(t) for t in train_data.texts + val_data.texts) if len(train_data) + len(val_data) else 1
-        model_config = dataclasses.replace(model_config, head_length=max(1, longest))
-    _check_head_length(train_data, val_data, data, model_config)
-    ctc_bad = _drop_unusable(train_data, alphabet, model_config)
-    skipped = train_set.problems + val_set.problems + train_bad + val_bad + ctc_bad
-    if skipped:
-        emit("skipped", {"problems": skipped})
-    if len(train_data) < MIN_TRAIN_SAMPLES:
-        raise DatasetError(f"{data}: only {len(train_data)} usable training samples "
-                           f"({len(skipped)} skipped, first: {skipped[0] if skipped else '-'})")
-    if len(val_data) == 0:
-        raise DatasetError(f"{val or data}: no usable validation samples")
-    # The cached images and labels live for the whole run: take them out of the garbage
-    # collector's scans (its full passes over them cost ~7% of crnn-fast's training rate).
-    gc.collect()
-    gc.freeze()
+    def __init__(self, plan: RunPlan, init_alphabet: str, emit: Callback, should_stop: Callable[[], bool] | None):
+        self.clock = Clock(plan.train_config.budget_seconds)
+        self.plan, self.config = plan, plan.train_config
+        self.should_stop = should_stop or (lambda: False)
+        seed_everything(self.config.seed)
+        self.np_rng = np.random.default_rng(self.config.seed)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        ctx, self.device = distributed.from_environment(resolve_device(self.config.device))
+        self.ctx = ctx
+        self.emit = emit if ctx.is_main else (lambda kind, info: None)  # rank 0 reports for every rank
+        self.run_dir = Path(ctx.broadcast(str(plan.run_dir)))  # a default name holds a time stamp: take rank 0's
+        # Batch order comes from np_rng, the same on every rank; augmentation draws from a stream
+        # of its own per rank. In one process both are the one stream, as they always were.
+        self.aug_rng = self.np_rng if not ctx.enabled else np.random.default_rng([self.config.seed, ctx.rank])
+        self.amp_dtype = autocast_dtype(self.config.precision, self.device)
+        # One AMP path: the scaler only acts for fp16 (small gradients would flush to zero).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.data: RunData = prepare_data(plan, init_alphabet, self.emit)
+        self.model_config = self.data.model_config
+        self.head = head_for(self.model_config)
+        self.preprocess = plan.preprocess or preprocess_for(self.model_config)
+        gc.collect()
+        gc.freeze()  # see frozen_gc
+        self.model, self.surgery = build_model(plan, self.data, self.device, self.emit)
+        if self.surgery is not None:
+            self.emit("finetune", {"init": plan.init_name,
+                                   "alphabet_mode": init_alphabet, "summary": self.surgery.summary(),
+                                   "freeze_backbone": self.config.freeze_backbone})
+        self.init_alphabet = init_alphabet
+        self.val_seconds: float | None = None
+        # Without --threads, a CPU run follows the cores other programs leave free (cpushare.py).
+        adapt = self.config.threads is None and self.device.type == "cpu" and not ctx.enabled
+        self.cpu_share = CpuShare(torch.get_num_threads()) if adapt else None
+        self._set_up_optimisation()
+        self.state = TrainState()
+        if plan.saved:
+            self._restore(plan.saved)
+        self.clock.before = self.state.seconds
+        self.curves = CurvePlotter(self.run_dir / "curves.png", lambda message: emit("warning", {"message": message}))
 
-    model = CRNN(model_config, alphabet.num_classes)
-    surgery = None
-    if init_model is not None:
-        surgery = init_from(model, init_model.model.state_dict(), init_model.alphabet, alphabet,
-                            head_keys=("head.classify.weight", "head.classify.bias") if model_config.head == "softmax"
-                            else ("head.weight", "head.bias"), seed=train_config.seed)
-        emit("finetune", {"init": str(init), "alphabet_mode": init_alphabet, "summary": surgery.summary(),
-                          "freeze_backbone": train_config.freeze_backbone})
-    model.to(device)
-    net: nn.Module = model
-    ddp_frozen = False
+    def _set_up_optimisation(self) -> None:
+        self.net: nn.Module = self.model
+        self.ddp_frozen = False
+        if self.ctx.enabled:
+            self.net = self._wrap_ddp()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay)
+        batches = math.ceil(len(self.data.train) / self.config.batch_size)
+        self.steps_per_epoch = max(1, batches // self.ctx.world)
+        total_steps = self.steps_per_epoch * self.config.epochs
+        warmup = min(self.config.warmup_steps, max(1, total_steps // 5))  # short runs still get a decay
+        self.agreed_progress = 0.0  # with several ranks, the clock they agreed on at the last step
 
-    def wrap_ddp() -> nn.Module:  # DDP averages gradients across ranks during backward
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        def time_progress() -> float:  # every rank must compute the same learning rate
+            return self.agreed_progress if self.ctx.enabled else self.clock.progress()
 
-    if ctx.enabled:
-        net = wrap_ddp()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_data) / train_config.batch_size) // ctx.world)
-    total_steps = steps_per_epoch * train_config.epochs
-    warmup = min(train_config.warmup_steps, max(1, total_steps // 5))  # short runs still get a decay
-    budget = train_config.max_minutes * 60 if train_config.max_minutes else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, warmup, total_steps, time_progress()))
 
-    agreed = {"progress": 0.0}  # with several ranks, the clock they agreed on at the last step
+    def _wrap_ddp(self) -> nn.Module:  # DDP averages gradients across ranks during backward
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
-    def time_progress() -> float:
-        if ctx.enabled:  # every rank must compute the same learning rate
-            return agreed["progress"]
-        return (time.monotonic() - started) / budget if budget else 0.0
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["state_dict"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], self.np_rng)
+        rank_states = saved["rng"].get("augment")
+        if self.ctx.enabled and rank_states and len(rank_states) == self.ctx.world:
+            self.aug_rng.bit_generator.state = rank_states[self.ctx.rank]
+        self.state.load_state_dict(saved)
+        if self.state.pending is not None and self.state.pending.get("world", 1) != self.ctx.world:
+            self.state.pending = None  # shards of another process count: restart the interrupted epoch
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup, total_steps, time_progress()))
-    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
-
-    history: list[dict[str, Any]] = []
-    start_epoch = 1
-    best = {"cer": math.inf, "accuracy": -1.0, "epoch": 0}
-    bad_epochs = 0
-    elapsed_before = 0.0
-    pending: dict[str, Any] | None = None  # a partly trained epoch to finish first
-    if state:
-        model.load_state_dict(state.pop("state_dict"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], np_rng)
-        rank_states = state["rng"].get("augment")
-        if ctx.enabled and rank_states and len(rank_states) == ctx.world:
-            aug_rng.bit_generator.state = rank_states[ctx.rank]
-        history = [h for h in state["history"] if not h.get("partial")]
-        best = dict(state["best"])
-        bad_epochs = int(state["bad_epochs"])
-        start_epoch = int(state["epoch"]) + 1
-        elapsed_before = float(state.get("seconds", 0.0))
-        pending = state.get("pending")
-        if pending is not None and pending.get("world", 1) != ctx.world:
-            pending = None  # shards of another process count: restart the interrupted epoch
-
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "config.yaml", dump_run_config(model_config, train_config).encode())
-    train_info_base = {
-        "data": str(data), "val": str(val) if val is not None else None, "labels": labels,
-        "config": train_config.to_dict(), "crnn_version": __version__, "torch_version": str(torch.__version__),
-        "train_samples": len(train_data), "val_samples": len(val_data), "init": str(init) if init else None,
-        "init_alphabet": init_alphabet if init else None, "surgery": surgery.to_dict() if surgery else None,
-    }
-    emit("start", {"run_dir": str(run_dir), "epochs": train_config.epochs, "start_epoch": start_epoch,
-                   "steps_per_epoch": steps_per_epoch, "train_samples": len(train_data),
-                   "val_samples": len(val_data), "parameters": count_parameters(model),
-                   "alphabet": alphabet.chars, "device": str(device), "model": model_config.name,
-                   "processes": ctx.world, "precision": str(amp_dtype or torch.float32).replace("torch.", "")})
-    curves = CurvePlotter(run_dir / "curves.png", lambda message: emit("warning", {"message": message}))
-
-    def checkpoint(epoch_done: int, info: dict[str, Any], partial: dict[str, Any] | None) -> None:
-        rng = _rng_state(np_rng)
-        if ctx.enabled:  # collective: every rank reaches every checkpoint
-            rng["augment"] = ctx.gather(aug_rng.bit_generator.state)
-        if not ctx.is_main:
-            return
-        save_checkpoint(run_dir / "last.pt", model, alphabet, preprocess, info, {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-            "history": history, "best": best, "bad_epochs": bad_epochs, "epoch": epoch_done,
-            "seconds": elapsed_before + time.monotonic() - started, "pending": partial})
-        _write_metrics(run_dir / "metrics.jsonl", history)
-        curves.update(history)  # never raises
-
-    deadline = (started + train_config.max_minutes * 60) if train_config.max_minutes else None
-    stop_reason = "completed all epochs"
-    epoch = start_epoch - 1
-    nonfinite_streak = 0
-    for epoch in range(start_epoch, train_config.epochs + 1):
-        model.train()
-        frozen = backbone_frozen(train_config.freeze_backbone, epoch)
-        set_backbone_frozen(model, frozen)
-        if ctx.enabled and frozen != ddp_frozen:  # DDP reduces only the parameters that wanted gradients when built
-            net, ddp_frozen = wrap_ddp(), frozen
-        epoch_start = time.monotonic()
-        if pending is not None:  # finish the epoch an interruption cut short, with the same batches
-            all_batches, first_step, losses = pending["batches"], pending["next_step"], list(pending["losses"])
-            pending = None
-        else:
-            all_batches, first_step, losses = width_batches(train_data.widths, train_config.batch_size, np_rng), 0, []
-        batches = ctx.shard(all_batches)
-        seen = 0
-        skipped_steps = 0
-        stop_now = None
-        for step in range(first_step, len(batches)):
-            interrupted = should_stop is not None and should_stop()
-            late = deadline is not None and time.monotonic() > deadline and step > first_step
-            if ctx.enabled:  # one rank's Ctrl-C or clock decides for all; so does the slowest clock
-                flags = ctx.max([interrupted, late, (time.monotonic() - started) / budget if budget else 0.0])
-                interrupted, late, agreed["progress"] = bool(flags[0]), bool(flags[1]), flags[2]
-            if interrupted:
-                stop_now = "interrupted"
-            elif late:
-                stop_now = f"time budget of {train_config.max_minutes:g} min reached"
-            if stop_now:
-                partial = {"batches": all_batches, "next_step": step, "losses": losses, "world": ctx.world}
+    # -- the run ---------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        self._start()
+        stop_reason, epoch = None, self.state.epoch
+        self.nonfinite_streak = 0
+        for epoch in range(self.state.epoch + 1, self.config.epochs + 1):
+            outcome = self.train_epoch(epoch)
+            if outcome.stop == "interrupted":
+                # Save the exact position (batches, step, RNG) so --resume continues as if never stopped.
+                self.checkpoint(epoch - 1, self._train_info(epoch - 1), outcome.partial)
+                stop_reason = "interrupted; continue with --resume"
                 break
-            batch = batches[step]
-            images, widths = augment_batch([train_data.arrays[i] for i in batch], aug_rng, train_config.augment,
-                                           model_config.max_width, TRAIN_WIDTH_MULTIPLE)
-            if device.type == "cuda":
-                images = images.pin_memory()
-            targets = [train_data.targets[i] for i in batch]
-            input_lengths = torch.tensor([model_config.time_steps(w) for w in widths], dtype=torch.long)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                # the softmax head reads each image's own columns, as it will alone at inference
-                log_probs = net(images.to(device, non_blocking=True),
-                                input_lengths if model_config.head == "softmax" else None)
-            if model_config.head == "softmax":
-                loss = nn.functional.nll_loss(log_probs.permute(1, 2, 0),
-                                              softmax_targets(targets, log_probs.shape[0]).to(device))
-            else:
-                flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
-                target_lengths = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
-                loss = ctc(log_probs, flat.to(device), input_lengths, target_lengths)
-            optimizer.zero_grad(set_to_none=True)
-            stepped = False
-            # A non-finite loss on any rank skips the step on all (a rank alone in backward would hang).
-            (non_finite,) = ctx.any(not bool(torch.isfinite(loss)))
-            if not non_finite:
-                if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                    scaler.step(optimizer)  # skips the update by itself on an inf/NaN gradient
-                    scaler.update()
-                else:
-                    loss.backward()
-                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                    if torch.isfinite(grad_norm):  # a NaN gradient would poison every weight
-                        optimizer.step()
-                # DDP averages gradients, so every rank sees the same norm and takes the same branch
-                if torch.isfinite(grad_norm):
-                    losses.append(loss.item())
-                    stepped = True
-            if stepped:
-                nonfinite_streak = 0
-            else:
-                skipped_steps += 1
-                nonfinite_streak += 1
-                if nonfinite_streak >= MAX_NONFINITE_STREAK:
-                    kept = f"best.pt from epoch {best['epoch']} is kept" if best["epoch"] else "no best model yet"
-                    raise CrnnError(
-                        f"{run_dir}: training stopped at epoch {epoch}, step {step + 1}: {nonfinite_streak} batches "
-                        f"in a row gave a non-finite loss or gradient (try a lower --lr, or check the data); {kept}")
-            scheduler.step()
-            seen += len(batch) * ctx.world
-            emit("step", {"epoch": epoch, "step": step + 1, "steps": len(batches),
-                          "loss": losses[-1] if losses else math.nan,
-                          "samples_per_s": seen / max(1e-9, time.monotonic() - epoch_start),
-                          "lr": scheduler.get_last_lr()[0]})
-        train_seconds = time.monotonic() - epoch_start
+            self.end_epoch(epoch, outcome)
+            stop_reason = self.stop_reason(outcome)
+            if stop_reason:
+                break
+        return self._finish(stop_reason or "completed all epochs", epoch)
 
-        if stop_now == "interrupted":
-            # Save the exact position (batches, step, RNG) so --resume continues as if never stopped.
-            checkpoint(epoch - 1, dict(train_info_base, epochs=epoch - 1, best_epoch=best["epoch"],
-                                       val_cer=best["cer"], val_accuracy=best["accuracy"]), partial)
-            stop_reason = "interrupted; continue with --resume"
-            break
+    def _start(self) -> None:
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir / "config.yaml",
+                               dump_run_config(self.model_config, self.config).encode())
+        self.emit("start", {
+            "run_dir": str(self.run_dir), "epochs": self.config.epochs, "start_epoch": self.state.epoch + 1,
+            "steps_per_epoch": self.steps_per_epoch, "train_samples": len(self.data.train),
+            "val_samples": len(self.data.val), "parameters": count_parameters(self.model),
+            "alphabet": self.data.alphabet.chars, "device": str(self.device), "model": self.model_config.name,
+            "processes": self.ctx.world, "precision": str(self.amp_dtype or torch.float32).replace("torch.", "")})
 
-        # Each rank reads its share of the validation set with rank 0's weights and statistics.
-        ctx.sync_buffers(model)
-        mine = range(ctx.rank, len(val_data), ctx.world)
-        predictions = recognize_arrays(model, [val_data.arrays[i] for i in mine], alphabet.decode, batch_size=64,
-                                       device=device)
-        scores = score([val_data.texts[i] for i in mine], [text for text, _ in predictions])
+    def _reserve(self, samples_per_s: float | None = None) -> float:
+        """Seconds to keep for what follows the last step: a validation, then calibration (about one more)."""
+        if self.val_seconds is not None:
+            return 2 * self.val_seconds
+        if not samples_per_s:
+            return 0.0
+        return 2 * len(self.data.val) / (3 * samples_per_s)  # reading runs ~3x faster than training
+
+    def _position(self, epoch: int) -> tuple[list[list[int]], int, list[float]]:
+        """This epoch's batches (all ranks'), the step to start at, and the losses so far."""
+        pending, self.state.pending = self.state.pending, None
+        if pending is not None:  # finish the epoch an interruption cut short, with the same batches
+            return pending["batches"], pending["next_step"], list(pending["losses"])
+        return width_batches(self.data.train.widths, self.config.batch_size, self.np_rng), 0, []
+
+    def train_epoch(self, epoch: int) -> EpochOutcome:
+        """Steps over this epoch's batches until they end, the budget is spent or a stop is asked for."""
+        self.model.train()
+        frozen = backbone_frozen(self.config.freeze_backbone, epoch)
+        set_backbone_frozen(self.model, frozen)
+        if self.ctx.enabled and frozen != self.ddp_frozen:  # DDP reduces only the parameters that wanted gradients when built
+            self.net, self.ddp_frozen = self._wrap_ddp(), frozen
+        all_batches, first_step, losses = self._position(epoch)
+        batches = self.ctx.shard(all_batches)
+        outcome = EpochOutcome(losses=losses, started=time.monotonic())
+        for step in range(first_step, len(batches)):
+            outcome.stop = self._should_stop_before(step > first_step, outcome)
+            if outcome.stop:
+                outcome.partial = {"batches": all_batches, "next_step": step, "losses": losses, "world": self.ctx.world}
+                break
+            loss = self.train_step(batches[step])
+            if loss is None:
+                outcome.skipped_steps += 1
+                self._count_nonfinite(epoch, step)
+            else:
+                losses.append(loss)
+                self.nonfinite_streak = 0
+            self.scheduler.step()
+            self._share_cores()
+            outcome.seen += len(batches[step]) * self.ctx.world
+            self.emit("step", {"epoch": epoch, "step": step + 1, "steps": len(batches),
+                               "loss": losses[-1] if losses else math.nan, "samples_per_s": outcome.rate(),
+                               "lr": self.scheduler.get_last_lr()[0]})
+        outcome.train_seconds = time.monotonic() - outcome.started
+        return outcome
+
+    def _share_cores(self) -> None:
+        threads = self.cpu_share.check() if self.cpu_share is not None else None
+        if threads is not None:
+            torch.set_num_threads(threads)
+            self.emit("threads", {"threads": threads, "most": self.cpu_share.most})
+
+    def _should_stop_before(self, stepped: bool, outcome: EpochOutcome) -> str | None:
+        """"interrupted", "budget" or None; at least one step of an epoch always runs."""
+        interrupted = self.should_stop()
+        late = stepped and self.clock.over(self._reserve(outcome.rate()))
+        if self.ctx.enabled:  # one rank's Ctrl-C or clock decides for all; so does the slowest clock
+            flags = self.ctx.max([interrupted, late, self.clock.progress()])
+            interrupted, late, self.agreed_progress = bool(flags[0]), bool(flags[1]), flags[2]
+        return "interrupted" if interrupted else "budget" if late else None
+
+    def train_step(self, batch: list[int]) -> float | None:
+        """One optimiser step on a batch; its loss, or None when the loss or gradient was not finite."""
+        train = self.data.train
+        images, widths = augment_batch([train.arrays[i] for i in batch], self.aug_rng, self.config.augment,
+                                       self.model_config.max_width, TRAIN_WIDTH_MULTIPLE)
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        input_lengths = torch.tensor([self.model_config.time_steps(w) for w in widths], dtype=torch.long)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            # a head that reads lengths sees each image's own columns, as it will alone at inference
+            log_probs = self.net(images.to(self.device, non_blocking=True), input_lengths)
+        loss = self.head.loss(log_probs, [train.targets[i] for i in batch], input_lengths)
+        self.optimizer.zero_grad(set_to_none=True)
+        # A non-finite loss on any rank skips the step on all (a rank alone in backward would hang).
+        (non_finite,) = self.ctx.any(not bool(torch.isfinite(loss)))
+        if non_finite:
+            return None
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        # DDP averages gradients, so every rank sees the same norm and takes the same branch
+        finite = bool(torch.isfinite(grad_norm))
+        if finite:  # a NaN gradient would poison every weight
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item() if finite else None
+
+    def _count_nonfinite(self, epoch: int, step: int) -> None:
+        self.nonfinite_streak += 1
+        if self.nonfinite_streak >= MAX_NONFINITE_STREAK:
+            best = self.state.best
+            kept = f"best.pt from epoch {best['epoch']} is kept" if best["epoch"] else "no best model yet"
+            raise CrnnError(
+                f"{self.run_dir}: training stopped at epoch {epoch}, step {step + 1}: {self.nonfinite_streak} batches "
+                f"in a row gave a non-finite loss or gradient (try a lower --lr, or check the data); {kept}")
+
+    def validate(self) -> Scores:
+        """Scores on the validation set; each rank reads its share with rank 0's weights and statistics."""
+        started = time.monotonic()
+        ctx, val = self.ctx, self.data.val
+        ctx.sync_buffers(self.model)
+        mine = range(ctx.rank, len(val), ctx.world)
+        predictions = recognize_arrays(self.model, [val.arrays[i] for i in mine], self.data.alphabet.decode,
+                                       batch_size=64, device=self.device)
+        scores = score([val.texts[i] for i in mine], [text for text, _ in predictions])
         if ctx.enabled:
             scores = Scores(*ctx.sum([scores.samples, scores.correct, scores.char_errors, scores.chars,
                                       scores.word_errors, scores.words]))
+        self.val_seconds = time.monotonic() - started
+        return scores
+
+    def end_epoch(self, epoch: int, outcome: EpochOutcome) -> None:
+        """Validate, keep the best weights, write last.pt and the metrics, report the epoch."""
+        scores = self.validate()
+        partial = outcome.stop is not None
         record = {
-            "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "epoch": epoch, "train_loss": float(np.mean(outcome.losses)) if outcome.losses else math.nan,
             "val_cer": scores.cer, "val_wer": scores.wer, "val_accuracy": scores.accuracy,
-            "lr": scheduler.get_last_lr()[0], "samples_per_s": seen / max(train_seconds, 1e-9),
-            "epoch_seconds": time.monotonic() - epoch_start,
-            "elapsed_seconds": elapsed_before + time.monotonic() - started, "skipped_batches": skipped_steps,
-            "partial": stop_now is not None,
+            "lr": self.scheduler.get_last_lr()[0], "samples_per_s": outcome.seen / max(outcome.train_seconds, 1e-9),
+            "epoch_seconds": time.monotonic() - outcome.started, "elapsed_seconds": self.clock.used(),
+            "skipped_batches": outcome.skipped_steps, "partial": partial,
         }
-        if ctx.enabled:
-            record["processes"] = ctx.world
-        history.append(record)
-        improved = (scores.cer, -scores.accuracy) < (best["cer"], -best["accuracy"])
-        if improved:
-            best = {"cer": scores.cer, "accuracy": scores.accuracy, "wer": scores.wer, "epoch": epoch}
-            bad_epochs = 0
-        elif stop_now is None:
-            bad_epochs += 1
-        train_info = dict(train_info_base, epochs=epoch, best_epoch=best["epoch"], val_cer=best["cer"],
-                          val_accuracy=best["accuracy"], seconds=record["elapsed_seconds"])
-        if improved and ctx.is_main:
-            save_model(run_dir / "best.pt", model, alphabet, preprocess, train_info)
-        checkpoint(epoch - 1 if stop_now else epoch, train_info, partial if stop_now else None)
-        emit("epoch", dict(record, best_epoch=best["epoch"], improved=improved))
+        if self.ctx.enabled:
+            record["processes"] = self.ctx.world
+        self.state.history.append(record)
+        improved = self.state.record(scores, epoch, partial)
+        if improved and not weights_finite(self.model):
+            improved = False  # never a best.pt of NaN weights, whatever the scores say
+            self.emit("warning", {"message": f"epoch {epoch}: the weights are not finite; best.pt is not updated"})
+        info = self._train_info(epoch)
+        if improved and self.ctx.is_main:
+            save_model(self.run_dir / "best.pt", self.model, self.data.alphabet, self.preprocess, info)
+        self.checkpoint(epoch - 1 if partial else epoch, info, outcome.partial if partial else None)
+        self.emit("epoch", dict(record, best_epoch=self.state.best["epoch"], improved=improved))
         release_free_memory()
-        if stop_now:
-            stop_reason = stop_now
-            break
-        if bad_epochs >= train_config.patience:
-            stop_reason = f"early stop: no better validation CER for {train_config.patience} epochs"
-            break
-        late, interrupted = ctx.any(deadline is not None and time.monotonic() > deadline,
-                                    should_stop is not None and should_stop())
+
+    def stop_reason(self, outcome: EpochOutcome) -> str | None:
+        """Why the run ends after this epoch, or None to go on."""
+        if outcome.stop == "budget":
+            return f"time budget of {self.config.max_minutes:g} min reached"
+        if self.state.bad_epochs >= self.config.patience:
+            return f"early stop: no better validation CER for {self.config.patience} epochs"
+        late, interrupted = self.ctx.any(self.clock.over(self._reserve()), self.should_stop())
         if late:
-            stop_reason = f"time budget of {train_config.max_minutes:g} min reached"
-            break
+            return f"time budget of {self.config.max_minutes:g} min reached"
         if interrupted:
-            stop_reason = "interrupted; continue with --resume"
-            break
-    if ctx.is_main and not stop_reason.startswith("interrupted") and (run_dir / "best.pt").exists():
-        # Confidence -> chance of being right, fitted on the validation set, stored in best.pt.
-        calibration = calibrate_file(run_dir / "best.pt", val_data.arrays, val_data.texts, device)
-        emit("calibrated", {"samples": calibration.samples, "table": calibration.table})
-    seconds = elapsed_before + time.monotonic() - started
-    digests = ctx.gather(distributed.weights_digest(model)) if ctx.enabled else []
-    emit("stop", {"reason": stop_reason, "seconds": seconds, "processes": ctx.world, "rank_digests": digests})
-    ctx.barrier()  # nobody leaves before rank 0 has written its files
-    ctx.close()
-    return TrainResult(run_dir, best["epoch"], best, epoch, stop_reason, seconds, history, skipped, ctx.rank, digests)
+            return "interrupted; continue with --resume"
+        return None
+
+    def _train_info(self, epochs: int) -> dict[str, Any]:
+        """The training record stored in best.pt and last.pt."""
+        plan, best = self.plan, self.state.best
+        return {
+            "data": str(plan.data), "val": str(plan.val) if plan.val is not None else None, "labels": plan.labels,
+            "config": self.config.to_dict(), "crnn_version": __version__, "torch_version": str(torch.__version__),
+            "train_samples": len(self.data.train), "val_samples": len(self.data.val),
+            "init": plan.init_name, "init_alphabet": self.init_alphabet if plan.init_name else None,
+            "surgery": self.surgery.to_dict() if self.surgery else None,
+            "epochs": epochs, "best_epoch": best["epoch"], "val_cer": best["cer"], "val_accuracy": best["accuracy"],
+            "seconds": self.clock.used(),
+        }
+
+    def checkpoint(self, epoch_done: int, info: dict[str, Any], partial: dict[str, Any] | None) -> None:
+        """last.pt with everything --resume needs; collective: every rank reaches every checkpoint."""
+        rng = _rng_state(self.np_rng)
+        if self.ctx.enabled:
+            rng["augment"] = self.ctx.gather(self.aug_rng.bit_generator.state)
+        if not self.ctx.is_main:
+            return
+        state = TrainState(epoch_done, self.state.best, self.state.bad_epochs, self.state.history,
+                           self.clock.used(), partial)
+        save_checkpoint(self.run_dir / "last.pt", self.model, self.data.alphabet, self.preprocess, info, dict(
+            state.state_dict(), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), rng=rng))
+        _write_metrics(self.run_dir / "metrics.jsonl", self.state.history)
+        self.curves.update(self.state.history)  # never raises
+
+    def _finish(self, stop_reason: str, epoch: int) -> TrainResult:
+        ctx = self.ctx
+        if ctx.is_main and not stop_reason.startswith("interrupted") and (self.run_dir / "best.pt").exists():
+            # Confidence -> chance of being right, fitted on the validation set, stored in best.pt.
+            calibration = calibrate_file(self.run_dir / "best.pt", self.data.val.arrays, self.data.val.texts,
+                                         self.device)
+            self.emit("calibrated", {"samples": calibration.samples, "table": calibration.table})
+        seconds = self.clock.used()
+        digests = ctx.gather(distributed.weights_digest(self.model)) if ctx.enabled else []
+        self.emit("stop", {"reason": stop_reason, "seconds": seconds, "processes": ctx.world, "rank_digests": digests})
+        ctx.barrier()  # nobody leaves before rank 0 has written its files
+        ctx.close()
+        return TrainResult(self.run_dir, self.state.best["epoch"], self.state.best, epoch, stop_reason, seconds,
+                           self.state.history, self.data.skipped, ctx.rank, digests)
 
 
-train.__signature__ = inspect.signature(_train)  # help() and IDEs show the real arguments
+@dataclass
+class EpochOutcome:
+    """How an epoch's steps went: losses, samples seen, and why it ended early (if it did)."""
+
+    losses: list[float] = field(default_factory=list)
+    started: float = 0.0
+    seen: int = 0
+    skipped_steps: int = 0
+    train_seconds: float = 0.0
+    stop: str | None = None  # "interrupted" or "budget"
+    partial: dict[str, Any] | None = None  # where the epoch stopped, for resume
+
+    def rate(self) -> float:
+        return self.seen / max(1e-9, time.monotonic() - self.started)

@@ -183,7 +183,7 @@ def test_data_check_clean_and_broken(tiny_data, tmp_path):
     result = crnn("data", "check", broken, "--json")
     assert result.returncode == 1
     problems = " ".join(json.loads(result.stdout)["splits"][0]["problems"])
-    assert "b.png" in problems and "too long for CTC" in problems and "missing.png" in problems
+    assert "b.png" in problems and "CTC steps" in problems and "missing.png" in problems
 
 
 def test_user_errors_are_one_line_with_exit_codes(tmp_path):

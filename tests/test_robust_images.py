@@ -216,3 +216,48 @@ def test_load_all_reports_each_bad_file_and_keeps_the_good(tmp_path):
     arrays, problems = load_all(paths, PRE, threads=2)
     assert [a is not None for a in arrays] == [True, False, False, False, True]
     assert [p.where.rsplit("/", 1)[-1] for p in problems] == ["zero.png", "missing.png", "text.jpg"]
+
+
+# -- modes I (32-bit int), I;16 and F (32-bit float): scaled by the range the values use ---------------
+def _bands(values, mode: str) -> Image.Image:
+    """Three 32 x 32 bands of the given values, in a 96 x 32 image of `mode` (no resize at height 32)."""
+    row = np.repeat(np.asarray(values, dtype=np.float64), 32)
+    array = np.tile(row, (32, 1))
+    if mode == "I;16":
+        return Image.fromarray(array.astype(np.uint16))
+    return Image.fromarray(array.astype(np.int32 if mode == "I" else np.float32))
+
+
+@pytest.mark.parametrize("mode,values,expected", [
+    ("I", [0, 128, 255], [0, 128, 255]),            # 8-bit data in a 32-bit container: kept (was 0, 0, 0)
+    ("I", [0, 32768, 65535], [0, 128, 255]),        # 16-bit data: / 256, as for I;16
+    ("I", [-100, 0, 100], [0, 127, 255]),           # outside both: stretched from min to max
+    ("I", [0, 100_000, 200_000], [0, 127, 255]),
+    ("I;16", [0, 32768, 65535], [0, 128, 255]),     # the type's own range (unchanged)
+    ("I;16", [0, 128, 255], [0, 0, 0]),             # ... even when only the low values are used
+    ("F", [0.0, 0.5, 1.0], [0, 127, 255]),          # [0, 1] floats: x 255 (unchanged)
+    ("F", [0.0, 128.0, 255.0], [0, 128, 255]),      # 8-bit values (unchanged)
+    ("F", [0.0, 32768.0, 65535.0], [0, 128, 255]),  # 16-bit values (were clipped to white)
+    ("F", [-1.0, 0.0, 1.0], [0, 127, 255]),         # signed floats (negatives were clipped to black)
+])
+def test_wide_grey_modes_with_known_values(mode, values, expected):
+    image = _bands(values, mode)
+    assert image.mode == mode
+    out = PRE.from_pil(image)
+    assert out.shape == (32, 96)
+    assert [int(out[16, 16 + 32 * i]) for i in range(3)] == expected
+
+
+def test_cli_a_32_bit_tiff_of_8_bit_values_reads_like_the_png(tmp_path):
+    import subprocess
+    import sys
+
+    gray = render_text("4821")
+    gray.save(tmp_path / "line.png")
+    Image.fromarray(np.asarray(gray).astype(np.int32)).save(tmp_path / "line.tif")
+    assert Image.open(tmp_path / "line.tif").mode == "I"
+    result = subprocess.run([sys.executable, "-m", "crnn_core.cli.app", "predict", "--format", "tsv",
+                             tmp_path / "line.png", tmp_path / "line.tif"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (_, png_text, png_conf), (_, tif_text, tif_conf) = [line.split("\t") for line in result.stdout.splitlines()]
+    assert (tif_text, tif_conf) == (png_text, png_conf)

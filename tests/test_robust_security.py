@@ -105,7 +105,7 @@ def test_exported_files_are_not_taken_for_model_files(tmp_path):
 
     with zipfile.ZipFile(pt2_like, "w") as archive:
         archive.writestr("model/archive_format", "pt2")
-    with pytest.raises(ModelFileError, match="model.pt2: not a readable crnn model file"):
+    with pytest.raises(ModelFileError, match=r"model.pt2: not a crnn model file but a torch.export \(.pt2\) archive"):
         load_model(pt2_like)
 
 

@@ -18,7 +18,7 @@ from crnn_core.config import ModelConfig, load_model_config
 from crnn_core.decode import best_text, decode_batch, positions
 from crnn_core.errors import ConfigError, DatasetError
 from crnn_core.model import CRNN, bin_means, parameter_breakdown
-from crnn_core.train import softmax_targets
+from crnn_core.heads import softmax_targets
 
 CRNN_CLI = [sys.executable, "-m", "crnn_core.cli.app"]
 
@@ -76,7 +76,7 @@ def test_loss_is_low_for_the_right_answer_and_high_for_a_wrong_one():
         right[pos, 0, cls] = 0.0
     wrong = right.clone()
     wrong[2, 0, 0], wrong[2, 0, 4] = -20.0, 0.0  # a fourth character where the end should be
-    loss = lambda lp: torch.nn.functional.nll_loss(lp.log_softmax(-1).permute(1, 2, 0), targets).item()
+    loss = lambda lp: torch.nn.functional.nll_loss(lp.log_softmax(-1).permute(1, 2, 0), targets).item()  # noqa: E731
     assert loss(right) < 1e-6
     assert loss(wrong) > 4.0
 
@@ -266,7 +266,7 @@ def test_labels_longer_than_L_are_a_clear_error(tiny_data, tmp_path):
 
     check = crnn("data", "check", tiny_data, "--model", "crnn-tiny", "--head", "softmax", "--max-length", "3")
     assert check.returncode == 1
-    assert "more than the softmax head's 3 positions" in check.stdout + check.stderr
+    assert "longer than the softmax head's 3 positions" in check.stdout + check.stderr
 
     usage = crnn("train", tiny_data, "--max-length", "3", "--out", tmp_path / "run2")
     assert usage.returncode == 2 and "--head softmax" in usage.stderr

@@ -6,7 +6,8 @@ from conftest import render_text
 from crnn_core.config import TrainConfig, load_model_config
 from crnn_core.errors import CrnnError
 from crnn_core.modelfile import read_payload
-from crnn_core.train import ctc_needed_steps, lr_factor, train
+from crnn_core.heads import ctc_needed_steps
+from crnn_core.train import lr_factor, train
 
 TINY = dict(batch_size=16, threads=2)
 
