@@ -40,8 +40,8 @@ def main() -> None:
     arrays, problems = load_all([s.path for s in dataset.samples], recognizer.preprocess, 2)
     keep = [i for i, a in enumerate(arrays) if a is not None]
     outputs = recognizer.predict_arrays([arrays[i] for i in keep])
-    conf = np.array([c for _, c in outputs])
-    right = np.array([t == dataset.samples[i].text for (t, _), i in zip(outputs, keep)])
+    conf = np.array([o.confidence for o in outputs])
+    right = np.array([o.text == dataset.samples[i].text for o, i in zip(outputs, keep)])
     fit_half, test_half = np.arange(len(conf)) % 2 == 0, np.arange(len(conf)) % 2 == 1
     calibration = fit(conf[fit_half].tolist(), right[fit_half].tolist())
     c, r = conf[test_half], right[test_half]

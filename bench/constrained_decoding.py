@@ -32,9 +32,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crnn_core.constrained import compile_lexicon, compile_pattern, constrained_beam_search  # noqa: E402
+from crnn_core.automata import compile_lexicon  # noqa: E402
 from crnn_core.data import discover, equal_width_batches, load_all, to_tensor_batch  # noqa: E402
-from crnn_core.decode import beam_search, greedy  # noqa: E402
+from crnn_core.decode import beam_search, decode_batch  # noqa: E402
+from crnn_core.patterns import compile_pattern  # noqa: E402
 from crnn_core.metrics import score  # noqa: E402
 from crnn_core.modelfile import load_model  # noqa: E402
 
@@ -106,13 +107,13 @@ def main() -> None:
     def plain(beam):
         def run(i):
             lp = log_probs[i]
-            d = greedy(lp[:, None, :], [lp.shape[0]])[0] if beam <= 1 else beam_search(lp, beam)
+            d = decode_batch(lp[:, None, :], [lp.shape[0]], beam)[0]  # greedy, or the unconstrained beam search
             return alphabet.decode(d.ids), True
         return run
 
     def constrained(automaton_for, beam):
         def run(i):
-            d = constrained_beam_search(log_probs[i], automaton_for(i), beam)
+            d = beam_search(log_probs[i][:, None, :], [log_probs[i].shape[0]], beam, automaton_for(i))[0]
             return (alphabet.decode(d.ids) if d.matched else ""), d.matched
         return run
 

@@ -275,9 +275,9 @@ def timed(cmd, stdin: str | None = None, env=None) -> float:
 
 
 def predict(args) -> None:
-    from crnn_core.backends import load_for_backend
     from crnn_core.metrics import score
     from crnn_core.recognizer import recognize_arrays
+    from crnn_core.runners import resolve_runner
 
     paths, truth = val_set()
     lines = 500 if args.quick else 2000
@@ -301,28 +301,28 @@ def predict(args) -> None:
                 ("codes-fast", "int8 dynamic (torch)", "torch", "int8"),
                 ("codes-fast", "int8 dynamic (ONNX Runtime)", "onnx", "int8"),
                 ("codes-small", "eager fp32", "torch", None)]
-    base = load_for_backend("codes-fast")
+    base = resolve_runner("codes-fast", "torch").loaded
     arrays = [base.preprocess.load(p) for p in paths]  # both models read 32 px gray the same way
     for model_name, label, backend, quantize in variants:
-        loaded = load_for_backend(model_name, backend, quantize)
-        model = loaded.model.eval() if hasattr(loaded.model, "eval") else loaded.model  # OnnxRunner: no modes
-        recognize_arrays(model, arrays[:64], loaded.alphabet.decode, 64, device=torch.device("cpu"))  # warm-up
+        resolved = resolve_runner(model_name, backend, "cpu", quantize)
+        model, loaded = resolved.runner, resolved.loaded
+        recognize_arrays(model, arrays[:64], loaded.alphabet.decode, 64)  # warm-up
         res = {}
         for batch in (1, 64):
             subset = arrays if batch == 64 else arrays[: (50 if args.quick else 200)]
             times = []
             for _ in range(1 if args.quick else 3):
                 start = time.perf_counter()
-                texts = recognize_arrays(model, subset, loaded.alphabet.decode, batch, device=torch.device("cpu"))
+                texts = [o.text for o in recognize_arrays(model, subset, loaded.alphabet.decode, batch)]
                 times.append(len(subset) / (time.perf_counter() - start))
             res[batch] = times
             if batch == 64:
-                s = score(truth, [t for t, _ in texts])
+                s = score(truth, texts)
                 res["accuracy"], res["cer"] = s.accuracy, s.cer
         out[f"{model_name} {label}"] = res
         if label == "eager fp32":
-            eager_texts = [t for t, _ in texts]
-        same = sum(a == b for a, b in zip(eager_texts, (t for t, _ in texts)))
+            eager_texts = texts
+        same = sum(a == b for a, b in zip(eager_texts, texts))
         res["same_as_eager"] = same
         row("predict", f"model alone, {model_name}, {label}: lines/s at batch 1, batch 64; val accuracy, CER "
             f"({len(paths)} images)",
@@ -511,7 +511,7 @@ def main() -> None:
         print(f"== {section} (load {load_avg()})", file=sys.stderr, flush=True)
         try:
             globals()[section](args)
-        except Exception as exc:  # one broken section should not lose the others' figures
+        except Exception as exc:  # noqa: BLE001 - one broken section should not lose the others' figures
             row(section, "FAILED", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     RESULTS["rows"] = ROWS
     RESULTS["load_at_end"] = load_avg()

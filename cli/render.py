@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from crnn_core.heads import head_for
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -258,10 +260,10 @@ def model_info(summary: dict[str, Any], config) -> None:
     table = Table(title=f"{summary['name']} — {summary['path']}", show_header=False, title_justify="left")
     size = summary["bytes"]
     table.add_row("file size", f"{size / 1e6:.2f} MB" if size else "-")
-    softmax = config.head == "softmax"
-    table.add_row("head", f"softmax, {config.head_length} positions ({config.head_reduce})" if softmax else "ctc")
+    head = head_for(config)
+    table.add_row("head", head.describe(config))
     table.add_row("alphabet", f"{summary['alphabet']!r} ({len(summary['alphabet'])} characters + "
-                              f"{'end symbol' if softmax else 'blank'})")
+                              f"{head.special_description})")
     params = summary["parameters"]
     table.add_row("parameters", f"{params['total']:,} (backbone {params['backbone']:,}, "
                                 f"rnn {params['rnn']:,}, head {params['head']:,})")

@@ -1,21 +1,15 @@
-"""Where the model's forward pass runs: PyTorch eager, ONNX Runtime, or int8 dynamic quantisation.
+"""The runners that need torch to build (runners.py chooses among them): int8 and ONNX-from-.pt.
 
-Each backend has the CRNN's calling convention (a `.config`, images in, log-probs out), so the
-recogniser's preprocessing, batching and decoding stay the same for all; the ONNX Runtime
-runner (onnx_runner.py) takes and returns numpy arrays and needs no torch.
-
-- `torch`: the eager model.
-- `onnx`: an ONNX Runtime session. From a .onnx file made by `crnn export` (its metadata
-  carries the alphabet, preprocessing and architecture), or exported on the fly from a .pt
-  model into a cache (beside the model, else a temp folder) keyed by the model file's digest,
-  so the export and its parity check are paid once.
-- `quantize="int8"`: nn.LSTM and nn.Linear weights as int8, activations quantised on the fly
-  (torch.ao dynamic quantisation); convolutions stay fp32. With `onnx`, ONNX Runtime's own
-  dynamic quantisation of the exported file (MatMul/LSTM weights as int8).
+- int8: nn.LSTM and nn.Linear weights as int8, activations quantised on the fly (torch.ao
+  dynamic quantisation); convolutions stay fp32.
+- ONNX Runtime for a .pt model: exported on the fly into a cache (beside the model, else a temp
+  folder) keyed by the model file's digest, so the export and its parity check are paid once.
+  With int8, ONNX Runtime's own dynamic quantisation of the exported file (MatMul/LSTM weights).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -26,12 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CrnnError, ExportError
-from .modelfile import LoadedModel, load_model
-from .onnx_runner import OnnxRunner, load_onnx_model
-
-BACKENDS = ("torch", "onnx")
-QUANTIZE = ("int8",)
+from .errors import ExportError
+from .modelfile import LoadedModel, temp_path_beside
+from .onnx_runner import OnnxRunner
+from .runners import TorchRunner
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -73,13 +65,11 @@ def onnx_cache_path(loaded: LoadedModel, quantize: str | None = None) -> Path:
 
 
 def _quantize_onnx(source: Path, out: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .export import _temp_path
-
     import logging
 
-    tmp = _temp_path(out)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = temp_path_beside(out)
     logging.disable(logging.WARNING)  # its advice to pre-process is printed through the root logger
     try:
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
@@ -110,40 +100,11 @@ def cached_onnx(loaded: LoadedModel, quantize: str | None = None) -> Path:
     return out
 
 
-def load_for_backend(model: str | Path | LoadedModel | None, backend: str = "torch", quantize: str | None = None,
-                     threads: int | None = None) -> LoadedModel:
-    """A LoadedModel whose `.model` runs on `backend` (and `quantize`), ready for the Recognizer."""
-    if backend not in BACKENDS:
-        raise CrnnError(f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
-    if quantize is not None and quantize not in QUANTIZE:
-        raise CrnnError(f"unknown quantisation {quantize!r} (use {' or '.join(QUANTIZE)})")
-    if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
-        # a .onnx file can only run in ONNX Runtime, whatever the backend's default
-        if quantize:
-            raise CrnnError(f"{model}: --quantize applies to .pt models (it quantises them before export)")
-        return load_onnx_model(model, threads)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if backend == "onnx":
-        path = cached_onnx(loaded, quantize)
-        runner = OnnxRunner(path, loaded.config, threads)
-    elif quantize == "int8":
-        runner = quantize_int8(_copy(loaded.model))
-    else:
-        return loaded
-    return LoadedModel(runner, loaded.config, loaded.alphabet, loaded.preprocess, loaded.train, loaded.path)
+def int8_runner(loaded: LoadedModel) -> TorchRunner:
+    """A quantised copy of the eager model (the loaded one stays fp32), on the CPU."""
+    return TorchRunner(quantize_int8(copy.deepcopy(loaded.model)), torch.device("cpu"))
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
-
-
-def backend_device(device: str, backend: str, quantize: str | None, model=None) -> str:
-    """ONNX Runtime (CPU provider) and dynamic int8 run on the CPU; asking for another device is an error."""
-    if backend == "torch" and not quantize:
-        return device if not str(model).endswith(".onnx") else backend_device(device, "onnx", None)
-    if device not in ("auto", "cpu"):
-        what = f"--backend {backend}" if backend != "torch" else f"--quantize {quantize}"
-        raise CrnnError(f"{what} runs on the CPU only (got --device {device})")
-    return "cpu"
+def exported_onnx_runner(loaded: LoadedModel, quantize: str | None = None, threads: int | None = None) -> OnnxRunner:
+    """The .pt model in ONNX Runtime, through the export cache."""
+    return OnnxRunner(cached_onnx(loaded, quantize), loaded.config, threads)

@@ -84,6 +84,6 @@ def calibrate_file(path, arrays: Sequence[np.ndarray], texts: Sequence[str], dev
     loaded = load_model(path)
     model = loaded.model.to(device) if device is not None else loaded.model
     outputs = recognize_arrays(model, arrays, loaded.alphabet.decode, batch_size=64, device=device)
-    calibration = fit([c for _, c in outputs], [text == expected for (text, _), expected in zip(outputs, texts)])
+    calibration = fit([o.confidence for o in outputs], [o.text == expected for o, expected in zip(outputs, texts)])
     save_model(path, model, loaded.alphabet, loaded.preprocess, dict(loaded.train, calibration=calibration.to_dict()))
     return calibration

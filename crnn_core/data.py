@@ -492,7 +492,7 @@ def timed_chunks(items: Iterable, size: int, max_wait: float = 0.2) -> Iterator[
         try:
             for item in items:
                 q.put(item)
-        except BaseException as exc:  # handed to the consumer, not lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, not lost in the thread
             failure.append(exc)
         finally:
             q.put(done)

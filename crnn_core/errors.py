@@ -29,6 +29,10 @@ class WriteError(CrnnError):
     """A file could not be written (full disk, read-only folder); its previous version is intact."""
 
 
+class ConstraintError(CrnnError):
+    """A pattern or lexicon that cannot be used."""
+
+
 class UsageError(CrnnError):
     """Options that cannot be used together or a value out of range: exit code 2, like a bad flag."""
 

@@ -139,13 +139,12 @@ def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: s
     scores = Scores()
     results = []
     unmatched = 0
-    for i, (text, confidence) in zip(keep, outputs):
-        if text is None:  # the constraint found no accepted reading: scored as an empty one
-            unmatched += 1
-            text = ""
+    for i, out in zip(keep, outputs):
+        unmatched += not out.matched  # the constraint found no accepted reading: scored as an empty one
         sample = dataset.samples[i]
-        scores.add(sample.text, text)
-        results.append(SampleResult(str(sample.path), sample.text, text, confidence, char_errors(sample.text, text)))
+        scores.add(sample.text, out.text)
+        results.append(SampleResult(str(sample.path), sample.text, out.text, out.confidence,
+                                    char_errors(sample.text, out.text)))
     constraint = recognizer.constraint.to_dict() if recognizer.constraint is not None else None
     return Report(str(loaded.path), str(source), scores, seconds, results, dataset.problems + problems, beam,
                   constraint, unmatched)

@@ -23,9 +23,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .decode import decode_batch
 from .errors import ExportError
-from .modelfile import LoadedModel, atomic_write_bytes, temp_file_beside
+from .heads import head_for
+from .modelfile import LoadedModel, atomic_write_bytes, temp_path_beside
 from .outputs import check_output_path
 
 FORMATS = ("onnx", "pt2")
@@ -63,18 +63,7 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
         common["crnn.calibration"] = json.dumps(loaded.train["calibration"])
     if loaded.path is not None and Path(loaded.path).is_file():  # which model file this was made from
         common["crnn.source_sha256"] = hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
-    if loaded.config.head == "softmax":
-        return dict(common, **{
-            "crnn.end": "0",
-            "crnn.output": (f"log_probs: float32 [{loaded.config.head_length} positions, batch, classes], "
-                            "class 0 = end of text, class i = alphabet[i-1]; the text is the characters "
-                            "before the first end"),
-        })
-    return dict(common, **{
-        "crnn.blank": "0",
-        "crnn.output": "log_probs: float32 [time, batch, classes], class 0 = CTC blank, class i = alphabet[i-1]",
-        "crnn.time_steps": "width -> sequence length per crnn.config backbone; decode only the first T(width) frames",
-    })
+    return dict(common, **head_for(loaded.config).export_metadata(loaded.config))
 
 
 class ScanBiLSTM(nn.Module):
@@ -180,17 +169,11 @@ def _parity(loaded: LoadedModel, run, fmt: str, path: Path) -> ExportReport:
                               f"the eager model gives {expected.shape}")
         max_diff = max(max_diff, float(np.abs(got - expected).max()))
         steps = [loaded.config.output_length(width)] * batch_size
-        head = loaded.config.head
-        for a, b in zip(decode_batch(expected, steps, head=head), decode_batch(got, steps, head=head)):
+        head = head_for(loaded.config)
+        for a, b in zip(head.decode(expected, steps), head.decode(got, steps)):
             checked += 1
             equal += a.ids == b.ids
     return ExportReport(path, fmt, path.stat().st_size, max_diff, checked, equal, list(CHECK_SHAPES))
-
-
-def _temp_path(out: Path) -> Path:
-    fd, tmp = temp_file_beside(out)
-    os.close(fd)
-    return Path(tmp)
 
 
 def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> ExportReport:
@@ -210,14 +193,14 @@ def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> ExportReport
                 model, (example,), buffer, input_names=["images"], output_names=["log_probs"],
                 dynamic_axes={"images": {0: "batch", 3: "width"}, "log_probs": {0: "time", 1: "batch"}},
                 opset_version=opset, dynamo=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; each becomes one line
         raise ExportError(f"ONNX export failed: {str(exc).splitlines()[0]}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in metadata(loaded).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = f"crnn model {loaded.config.name}; see metadata_props crnn.*"
-    tmp = _temp_path(out)
+    tmp = temp_path_beside(out)
     try:
         tmp.write_bytes(proto.SerializeToString())
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
@@ -240,7 +223,7 @@ def export_pt2(loaded: LoadedModel, out: Path) -> ExportReport:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(wrapper, (example,), dynamic_shapes=dims)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types; each becomes one line
         raise ExportError(f"torch.export failed: {str(exc).splitlines()[0]}") from None
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={"crnn.json": json.dumps(metadata(loaded))})

@@ -56,8 +56,10 @@ class Head:
 
     name: str = ""
     special: str = ""  # what class 0 is called: CTC's blank, the softmax head's end of text
+    special_description: str = ""  # the same for people
     classifier_keys: tuple[str, str] = ("head.weight", "head.bias")  # the per-class output rows
     reads_lengths: bool = False  # whether the output layer takes each image's own column count
+    constrainable: bool = False  # whether --pattern / --lexicon can steer its decoding (a CTC search)
 
     def output_length(self, config: ModelConfig, width: int) -> int:
         """Frames the model outputs for an image `width` px wide."""
@@ -108,6 +110,8 @@ class CTCHead(Head):
 
     name = "ctc"
     special = "blank"
+    special_description = "blank"
+    constrainable = True
 
     def output_length(self, config: ModelConfig, width: int) -> int:
         return config.time_steps(width)
@@ -151,7 +155,7 @@ class CTCHead(Head):
 
         if beam <= 1:
             return decode.greedy(log_probs, lengths)
-        return [decode.beam_search(log_probs[:length, b], beam) for b, length in enumerate(lengths)]
+        return decode.beam_search(log_probs, lengths, beam, prune=decode.BEAM_PRUNE)
 
 
 class SoftmaxHead(Head):
@@ -159,6 +163,7 @@ class SoftmaxHead(Head):
 
     name = "softmax"
     special = "end"
+    special_description = "end symbol"
     classifier_keys = ("head.classify.weight", "head.classify.bias")
     reads_lengths = True  # in a padded training batch, positions read only the image's own columns
 
@@ -219,7 +224,7 @@ class SoftmaxHead(Head):
         from .decode import positions
 
         # Exact at any beam: the most probable text is found without a search.
-        return [positions(log_probs[:, b]) for b in range(log_probs.shape[1])]
+        return positions(log_probs, lengths)
 
 
 HEADS: dict[str, Head] = {head.name: head for head in (CTCHead(), SoftmaxHead())}

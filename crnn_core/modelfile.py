@@ -38,7 +38,7 @@ DEFAULT_BUNDLED_MODEL = "codes-fast"
 
 @dataclass
 class LoadedModel:
-    model: CRNN
+    model: CRNN | None  # None for a .onnx file (no eager weights); runners.py picks what runs
     config: ModelConfig
     alphabet: Alphabet
     preprocess: Preprocess
@@ -63,6 +63,13 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; our files are as readable as any other
     return fd, tmp
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A new, closed temporary file beside `path`, for writers that want a path (then os.replace)."""
+    fd, tmp = temp_file_beside(path)
+    os.close(fd)
+    return Path(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -3,8 +3,8 @@
 Importing torch costs about a second, most of what `crnn predict one.png` took. An exported
 model (`crnn export --format onnx`, or the bundled `codes-fast.onnx` made the same way and
 parity-checked against the eager model) carries everything needed to read images in its
-metadata, so numpy, Pillow and onnxruntime suffice. `backend="auto"` (the default of
-`crnn predict`) takes this path when the model has such a file and onnxruntime is installed.
+metadata, so numpy, Pillow and onnxruntime suffice. `backend="auto"` (the default) takes
+this path when the model has such a file and onnxruntime is installed (runners.py decides).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .modelfile import DEFAULT_BUNDLED_MODEL, LoadedModel
 
 
 class OnnxRunner:
-    """An ONNX Runtime session with the CRNN's calling convention on numpy arrays (CPU)."""
+    """An ONNX Runtime session as a runner (runners.Runner): numpy in, numpy out, on the CPU."""
 
     def __init__(self, path: str | Path, config: ModelConfig, threads: int | None = None, session=None):
         self.path = Path(path)
@@ -54,12 +54,12 @@ def open_session(path: Path, threads: int | None = None):
     options.log_severity_level = 3  # errors only: its warnings would land in our stderr
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types; one line for all
         raise ModelFileError(f"{path}: not a readable ONNX file: {str(exc).splitlines()[0]}") from None
 
 
-def load_onnx_model(path: str | Path, threads: int | None = None) -> LoadedModel:
-    """A .onnx file written by `crnn export`, ready for the Recognizer; its `.model` is an OnnxRunner."""
+def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[LoadedModel, OnnxRunner]:
+    """A .onnx file written by `crnn export`: its settings (no eager model) and its runner."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
@@ -72,10 +72,10 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> LoadedModel
         alphabet = Alphabet(meta["crnn.alphabet"])
         preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
         calibration = json.loads(meta["crnn.calibration"]) if "crnn.calibration" in meta else None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any damage to the metadata is one line
         raise ModelFileError(f"{path}: damaged crnn metadata: {str(exc).splitlines()[0]}") from None
     train = {"calibration": calibration} if calibration else {}
-    return LoadedModel(OnnxRunner(path, config, session=session), config, alphabet, preprocess, train, path)
+    return LoadedModel(None, config, alphabet, preprocess, train, path), OnnxRunner(path, config, session=session)
 
 
 def bundled_onnx(model: str | Path | None) -> Path | None:

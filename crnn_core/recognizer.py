@@ -4,28 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .calibration import Calibration
-from .constrained import DEFAULT_BEAM, Constraint, decode_batch_constrained, make_constraint
+from .constrained import DEFAULT_BEAM, Constraint, make_constraint
 from .data import Preprocess, chunked, equal_width_batches, timed_chunks, to_array_batch
-from .decode import decode_batch
-from .errors import CrnnError, ImageError
+from .decode import Decoded, beam_search
+from .errors import ImageError
+from .heads import head_named
 from .memory import release_free_memory
 from .modelfile import LoadedModel
-from .onnx_runner import OnnxRunner, bundled_onnx, load_onnx_model, onnxruntime_available
+from .runners import Runner, as_runner, resolve_device, resolve_runner  # noqa: F401 - train.py imports resolve_device from here
 
 if TYPE_CHECKING:
     import torch
 
     from .model import CRNN
-
-# torch is imported only when a torch model runs: the ONNX Runtime path never loads it.
-BACKENDS = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -38,98 +36,64 @@ class Prediction:
     p_correct: float | None = None  # calibrated chance the text is right, when the model has a calibration
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def recognize_arrays(model: CRNN, arrays: Sequence[np.ndarray], alphabet_decode, batch_size: int = 64,
+def recognize_arrays(model: Runner | CRNN, arrays: Sequence[np.ndarray], alphabet_decode, batch_size: int = 64,
                      beam: int = 1, device: torch.device | None = None,
-                     constraint: Constraint | None = None) -> list[tuple[str, float]]:
-    """Texts and confidences for preprocessed uint8 arrays, in input order.
+                     constraint: Constraint | None = None) -> list[Decoded]:
+    """Readings (with `.text`) for preprocessed uint8 arrays, in input order.
 
-    With a `constraint` (a pattern or lexicon), a text is None where no accepted reading was found.
+    `model` is a runner, or a torch module (read on `device`, default its own). With a
+    `constraint` (a pattern or lexicon), a reading is `matched=False` (text "") where no
+    accepted one was found.
 
     Images are batched only with others of exactly the same (preprocessed) width, so there is
-    no batch padding and an image reads the same alone or in any company.
+    no batch padding and an image reads the same alone or in any company. The decoder then
+    takes up to DECODE_GROUP of them at once whatever their widths (each with its own length):
+    the beam search costs per frame, not per image, so a stream of varied widths decodes as
+    fast as one of equal widths.
     """
-    if isinstance(model, OnnxRunner):  # numpy in, numpy out
-        forward = model.run
-        restore = None
-    else:
-        forward, restore = _torch_forward(model, device)
-    results: list[tuple[str, float]] = [("", 0.0)] * len(arrays)
+    runner = as_runner(model, device)
+    results: list[Decoded] = [Decoded((), 0.0)] * len(arrays)
+    pending: list[tuple[list[int], np.ndarray, list[int]]] = []
     widths = [a.shape[1] for a in arrays]
     for batch in equal_width_batches(widths, batch_size):
         images, batch_widths = to_array_batch([arrays[i] for i in batch])
-        log_probs = forward(images)
-        lengths = [model.config.output_length(w) for w in batch_widths]
-        decoded_batch = (decode_batch(log_probs, lengths, beam, model.config.head) if constraint is None else
-                         decode_batch_constrained(log_probs, lengths, constraint.automaton, constraint.beam))
-        for i, decoded in zip(batch, decoded_batch):
-            text = alphabet_decode(decoded.ids) if getattr(decoded, "matched", True) else None
-            results[i] = (text, decoded.confidence)
-    if restore is not None:
-        restore()
+        pending.append((batch, runner.run(images), [runner.config.output_length(w) for w in batch_widths]))
+        if sum(len(p[0]) for p in pending) >= DECODE_GROUP:
+            _decode(pending, results, runner.config.head, beam, constraint, alphabet_decode)
+    _decode(pending, results, runner.config.head, beam, constraint, alphabet_decode)
     return results
 
 
-def _torch_forward(model: CRNN, device: torch.device | None):
-    """The eager model as numpy in, numpy out, in eval mode; and how to restore its mode."""
-    import torch
+DECODE_GROUP = 256  # images decoded together; bounds the decoder's B x beam x classes arrays
 
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
 
-    def forward(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(images).to(device)).float().cpu().numpy()
-
-    return forward, lambda: model.train(was_training)
+def _decode(pending: list, results: list[Decoded], head: str, beam: int, constraint: Constraint | None,
+            alphabet_decode) -> None:
+    """Decode the forward passes in `pending` as one padded T x B x C array; fill `results`; empty `pending`."""
+    if not pending:
+        return
+    steps = max(log_probs.shape[0] for _, log_probs, _ in pending)
+    log_probs = np.concatenate([np.pad(lp, ((0, steps - lp.shape[0]), (0, 0), (0, 0))) for _, lp, _ in pending], 1)
+    lengths = [n for _, _, batch_lengths in pending for n in batch_lengths]
+    decoded = (head_named(head).decode(log_probs, lengths, beam) if constraint is None else
+               beam_search(log_probs, lengths, constraint.beam, constraint.automaton))
+    for i, d in zip((i for batch, _, _ in pending for i in batch), decoded):
+        results[i] = replace(d, text=alphabet_decode(d.ids) if d.matched else "")
+    pending.clear()
 
 
 class Recognizer:
     """A loaded model ready to read images: `Recognizer("codes-fast").predict_paths([...])`."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
-                 batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "torch",
+                 batch_size: int = 64, beam: int = 1, threads: int = 2, backend: str = "auto",
                  quantize: str | None = None, pattern: str | None = None, lexicon: str | Path | None = None):
-        if backend not in BACKENDS:
-            raise CrnnError(f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
-        twin = bundled_onnx(model) if not isinstance(model, LoadedModel) else None
-        if backend == "auto":
-            # ONNX Runtime where the model ships as ONNX (no torch import, faster on a CPU);
-            # the eager model for everything else, and for CUDA or int8 requests.
-            fast = device in ("auto", "cpu") and not quantize and onnxruntime_available() and (
-                twin is not None or str(model).endswith(".onnx"))
-            backend = "onnx" if fast else "torch"
-        if backend == "onnx" and twin is not None and not quantize and device in ("auto", "cpu"):
-            self.loaded = load_onnx_model(twin)
-            device = "cpu"
-        elif backend != "torch" or quantize or str(model).endswith(".onnx"):  # ONNX Runtime or int8: backends.py
-            from .backends import backend_device, load_for_backend
-
-            device = backend_device(device, backend, quantize, model)
-            self.loaded = load_for_backend(model, backend, quantize)
-        else:
-            from .modelfile import load_model
-
-            self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
-        self.backend = backend
+        resolved = resolve_runner(model, backend, device, quantize)  # runners.py: the decision table
+        self.runner, self.loaded, self.backend = resolved.runner, resolved.loaded, resolved.backend
         # --pattern / --lexicon: a beam search (default width 16) over the regex's automaton or the word trie
         self.constraint = make_constraint(self.loaded.alphabet, pattern, lexicon, beam if beam > 1 else DEFAULT_BEAM,
                                           self.loaded.config.head)
         self.calibration = Calibration.from_dict(self.loaded.train.get("calibration"))
-        if isinstance(self.loaded.model, OnnxRunner):  # CPU, no torch
-            self.device = None
-            self.model = self.loaded.model
-        else:
-            self.device = resolve_device(device)
-            self.model = self.loaded.model.to(self.device).eval()
         self.batch_size = batch_size
         self.beam = beam
         self.threads = threads
@@ -138,12 +102,12 @@ class Recognizer:
     def preprocess(self) -> Preprocess:
         return self.loaded.preprocess
 
-    def predict_arrays(self, arrays: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-        return recognize_arrays(self.model, arrays, self.loaded.alphabet.decode, self.batch_size, self.beam,
-                                self.device, self.constraint)
+    def predict_arrays(self, arrays: Sequence[np.ndarray]) -> list[Decoded]:
+        return recognize_arrays(self.runner, arrays, self.loaded.alphabet.decode, self.batch_size, self.beam,
+                                constraint=self.constraint)
 
-    def predict_images(self, images) -> list[tuple[str, float]]:
-        """PIL images in, (text, confidence) out."""
+    def predict_images(self, images) -> list[Decoded]:
+        """PIL images in, readings (`.text`, `.confidence`) out."""
         return self.predict_arrays([self.preprocess.from_pil(image) for image in images])
 
     def _load(self, path: str) -> np.ndarray | str:
@@ -183,13 +147,11 @@ class Recognizer:
         outputs = dict(zip(good, self.predict_arrays([loaded[i] for i in good]))) if good else {}
         for i, path in enumerate(chunk):
             if i in outputs:
-                text, confidence = outputs[i]
+                out = outputs[i]
                 p_correct = None
                 if self.calibration is not None:
-                    p_correct = self.calibration(confidence) if text is not None else 0.0
-                if self.constraint is None:
-                    yield Prediction(path, text, confidence, p_correct=p_correct)
-                else:
-                    yield Prediction(path, text or "", confidence, matched=text is not None, p_correct=p_correct)
+                    p_correct = self.calibration(out.confidence) if out.matched else 0.0
+                matched = out.matched if self.constraint is not None else None
+                yield Prediction(path, out.text, out.confidence, matched=matched, p_correct=p_correct)
             else:
                 yield Prediction(path, error=loaded[i])

@@ -451,7 +451,7 @@ class Trainer:
         mine = range(ctx.rank, len(val), ctx.world)
         predictions = recognize_arrays(self.model, [val.arrays[i] for i in mine], self.data.alphabet.decode,
                                        batch_size=64, device=self.device)
-        scores = score([val.texts[i] for i in mine], [text for text, _ in predictions])
+        scores = score([val.texts[i] for i in mine], [p.text for p in predictions])
         if ctx.enabled:
             scores = Scores(*ctx.sum([scores.samples, scores.correct, scores.char_errors, scores.chars,
                                       scores.word_errors, scores.words]))

@@ -59,3 +59,10 @@ def sidecar_copy(tmp_path) -> Path:
     target = tmp_path / "sidecar"
     shutil.copytree(SAMPLE / "sidecar", target)
     return target
+
+
+def search(log_probs, beam: int = 8, automaton=None, prune: float | None = None):
+    """One sample's T x C log-probs through the batch prefix beam search (crnn_core.decode.beam_search)."""
+    from crnn_core.decode import beam_search
+
+    return beam_search(log_probs[:, None, :], [log_probs.shape[0]], beam, automaton, prune)[0]

@@ -47,23 +47,23 @@ def test_onnx_backend_reads_like_eager(private_tmp):
     paths, _ = val_images(24)
     eager = read(Recognizer("codes-small"), paths)
     onnx = Recognizer("codes-small", backend="onnx")
-    assert isinstance(onnx.model, OnnxRunner)
-    assert onnx.model.path.parent.parent == private_tmp  # the bundled folder is not written to
+    assert isinstance(onnx.runner, OnnxRunner)
+    assert onnx.runner.path.parent.parent == private_tmp  # the bundled folder is not written to
     got = read(onnx, paths)
     assert [t for t, _ in got] == [t for t, _ in eager]
     assert max(abs(a - b) for (_, a), (_, b) in zip(got, eager)) < 1e-3
 
 
 def test_onnx_cache_beside_model_is_made_once(tmp_path):
-    from crnn_core.backends import load_for_backend
     from crnn_core.config import bundled_dir
+    from crnn_core.runners import resolve_runner
 
     model = tmp_path / "codes.pt"
     shutil.copy(Path(str(bundled_dir())) / "codes-small.pt", model)
-    first = load_for_backend(model, "onnx").model.path
+    first = resolve_runner(model, "onnx").runner.path
     assert first.parent == tmp_path and first.suffix == ".onnx"
     stamp = first.stat().st_mtime_ns
-    second = load_for_backend(model, "onnx").model.path
+    second = resolve_runner(model, "onnx").runner.path
     assert second == first and second.stat().st_mtime_ns == stamp  # reused, not exported again
 
 
@@ -86,10 +86,11 @@ def test_int8_quantizes_lstm_and_linear_and_keeps_accuracy(private_tmp):
 
     paths, truth = val_images(60)
     int8 = Recognizer("codes-small", quantize="int8")
-    kinds = {type(m).__name__ for m in int8.model.modules()}
+    modules = list(int8.runner.module.modules())
+    kinds = {type(m).__name__ for m in modules}
     assert {"LSTM", "Linear"} <= kinds
-    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in int8.model.modules())
-    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in modules)
+    assert not any(type(m) is torch.nn.Linear for m in modules)
     eager = [t for t, _ in read(Recognizer("codes-small"), paths)]
     quant = [t for t, _ in read(int8, paths)]
     agree = sum(a == b for a, b in zip(eager, quant))
@@ -141,7 +142,7 @@ def test_bundled_onnx_twin_is_made_from_the_bundled_model_and_reads_like_it():
         "re-export: crnn export codes-fast --format onnx --out models/codes-fast.onnx"
     paths, _ = val_images(40)
     fast = Recognizer(backend="auto")
-    assert fast.backend == "onnx" and isinstance(fast.model, OnnxRunner) and fast.calibration is not None
+    assert fast.backend == "onnx" and isinstance(fast.runner, OnnxRunner) and fast.calibration is not None
     eager = Recognizer(backend="torch")
     got, want = list(fast.predict_paths(paths)), list(eager.predict_paths(paths))
     assert [p.text for p in got] == [p.text for p in want]

@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crnn_core.alphabet import Alphabet
-from crnn_core.constrained import (ConstraintError, compile_lexicon, compile_pattern, constrained_beam_search,
-                                   make_constraint, read_lexicon)
-from crnn_core.decode import beam_search
+from conftest import search
+from crnn_core.automata import compile_lexicon, read_lexicon
+from crnn_core.constrained import make_constraint
+from crnn_core.errors import ConstraintError
+from crnn_core.patterns import compile_pattern
 
 ABC = Alphabet("abc")
 
@@ -88,7 +90,7 @@ def test_the_output_is_always_accepted_or_flagged(pattern, steps, seed, beam):
     except ConstraintError:
         return
     log_probs = random_lattice(np.random.default_rng(seed), steps, len(ABC) + 1, peaky=4.0)
-    result = constrained_beam_search(log_probs, automaton, beam=beam)
+    result = search(log_probs, beam, automaton)
     text = ABC.decode(result.ids)
     if result.matched:
         assert re.fullmatch(pattern, text), (pattern, text)
@@ -107,7 +109,7 @@ def test_a_wide_beam_finds_the_brute_force_optimum(pattern, steps, seed, chars):
         return
     log_probs = random_lattice(np.random.default_rng(seed), steps, len(alphabet) + 1)
     best, best_text = brute_force(log_probs, alphabet, lambda w: re.fullmatch(pattern, w))
-    result = constrained_beam_search(log_probs, automaton, beam=10_000, prune=None)
+    result = search(log_probs, 10_000, automaton)
     if best_text is None:
         assert not result.matched
         return
@@ -130,10 +132,10 @@ def test_the_optimum_at_full_size_lattices(pattern):
     for seed in range(4):
         log_probs = random_lattice(np.random.default_rng(seed), 6, 4, peaky=1.0 + seed)
         best, best_text = brute_force(log_probs, ABC, lambda w: re.fullmatch(pattern, w))
-        result = constrained_beam_search(log_probs, compile_pattern(pattern, ABC), beam=2_000, prune=None)
+        result = search(log_probs, 2_000, compile_pattern(pattern, ABC))
         assert result.matched and result.confidence == pytest.approx(best, rel=1e-9), (seed, best_text)
         # A modest beam usually agrees too, and is never outside the pattern.
-        narrow = constrained_beam_search(log_probs, compile_pattern(pattern, ABC), beam=8)
+        narrow = search(log_probs, 8, compile_pattern(pattern, ABC))
         assert narrow.matched and re.fullmatch(pattern, ABC.decode(narrow.ids))
 
 
@@ -141,8 +143,8 @@ def test_a_pattern_that_accepts_everything_agrees_with_plain_beam_search():
     rng = np.random.default_rng(3)
     for _ in range(20):
         log_probs = random_lattice(rng, 6, 4)
-        plain = beam_search(log_probs, beam=10_000, prune=-math.inf)
-        constrained = constrained_beam_search(log_probs, compile_pattern("[abc]*", ABC), beam=10_000, prune=None)
+        plain = search(log_probs, 10_000)  # the universal automaton
+        constrained = search(log_probs, 10_000, compile_pattern("[abc]*", ABC))
         assert constrained.ids == plain.ids
         assert constrained.confidence == pytest.approx(plain.confidence)
 
@@ -154,13 +156,13 @@ def test_the_pattern_overrides_the_models_favourite_reading():
     p[0, 1], p[1, 0], p[2, 2] = 0.9, 0.9, 0.9
     p[1, 3] = 0.05
     log_probs = np.log(p / p.sum(1, keepdims=True))
-    assert alphabet.decode(beam_search(log_probs, 8).ids) == "ab"
-    result = constrained_beam_search(log_probs, compile_pattern("acb", alphabet))
+    assert alphabet.decode(search(log_probs, 8).ids) == "ab"
+    result = search(log_probs, 16, compile_pattern("acb", alphabet))
     assert result.matched and alphabet.decode(result.ids) == "acb"
 
 
 def test_too_few_frames_for_any_accepted_reading_is_flagged():
-    result = constrained_beam_search(random_lattice(np.random.default_rng(0), 3, 4), compile_pattern("a{5}", ABC))
+    result = search(random_lattice(np.random.default_rng(0), 3, 4), 16, compile_pattern("a{5}", ABC))
     assert not result.matched and result.ids == () and result.confidence == 0.0
 
 
@@ -203,7 +205,7 @@ def test_a_lexicon_decodes_to_its_best_word_by_ctc_likelihood(tmp_path):
     for _ in range(30):
         log_probs = random_lattice(rng, int(rng.integers(1, 7)), 4)
         best, best_text = brute_force(log_probs, ABC, lambda w: w in lexicon_words)
-        result = constrained_beam_search(log_probs, lexicon.automaton, beam=10_000, prune=None)
+        result = search(log_probs, 10_000, lexicon.automaton)
         if best_text is None:
             assert not result.matched
         else:

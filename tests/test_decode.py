@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from crnn_core.decode import beam_search, collapse, decode_batch, greedy
+from conftest import search
+from crnn_core.decode import BEAM_PRUNE, collapse, decode_batch, greedy
 
 
 def log(probs):
@@ -44,7 +45,7 @@ def test_beam_finds_the_labelling_greedy_misses():
     # Best path is blank-blank ("" with p=0.36) but "a" summed over paths is more likely (0.64).
     frames = log([[0.6, 0.4], [0.6, 0.4]])
     assert greedy(frames[:, None, :], [2])[0].ids == ()
-    best = beam_search(frames, beam=4)
+    best = search(frames, 4, prune=BEAM_PRUNE)
     assert best.ids == (1,)
     assert best.confidence == pytest.approx(0.64)
 
@@ -54,12 +55,26 @@ def test_beam_matches_brute_force_on_random_small_lattices():
     for _ in range(25):
         frames = np.log(rng.dirichlet(np.ones(3) * 0.7, size=4))
         ids, p = brute_force_best(frames)
-        got = beam_search(frames, beam=16, prune=-math.inf)
+        got = search(frames, 16)
         assert got.ids == ids
         assert got.confidence == pytest.approx(p)
 
 
 def test_repeated_characters_need_a_blank_between():
     frames = log([[0.05, 0.9, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])
-    assert beam_search(frames, beam=4).ids == (1, 1)
+    assert search(frames, 4, prune=BEAM_PRUNE).ids == (1, 1)
     assert decode_batch(frames[:, None, :], [3], beam=1)[0].ids == (1, 1)
+
+
+def test_beam_search_reads_each_sample_of_a_mixed_length_batch_as_alone():
+    # The recogniser decodes forward passes of different widths together, padded to the longest.
+    from conftest import search
+    from crnn_core.decode import beam_search
+
+    rng = np.random.default_rng(7)
+    samples = [np.log(rng.dirichlet(np.ones(5) * 0.5, size=n)) for n in (3, 9, 1, 6)]
+    batch = np.zeros((9, len(samples), 5))
+    for b, frames in enumerate(samples):
+        batch[: len(frames), b] = frames
+    together = beam_search(batch, [len(f) for f in samples], 8, prune=BEAM_PRUNE)
+    assert together == [search(f, 8, prune=BEAM_PRUNE) for f in samples]

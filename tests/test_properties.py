@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import render_text
+from conftest import render_text, search
 from crnn_core.alphabet import Alphabet, normalize
 from crnn_core.data import read_list_file
-from crnn_core.decode import BLANK, beam_search, collapse, decode_batch, greedy
+from crnn_core.decode import BEAM_PRUNE, BLANK, collapse, decode_batch, greedy
 from crnn_core.errors import DatasetError
 from crnn_core.metrics import char_errors, word_errors
 
@@ -91,7 +91,7 @@ def test_decoders_never_output_the_blank_and_confidence_is_a_probability(frames)
     c = frames.shape[1]
     (g,) = greedy(frames[:, None, :], [frames.shape[0]])
     assert g.ids == collapse(frames.argmax(-1).tolist())
-    b = beam_search(frames, beam=4)
+    b = search(frames, 4, prune=BEAM_PRUNE)
     for decoded in (g, b):
         assert BLANK not in decoded.ids and all(0 < k < c for k in decoded.ids)
         assert 0.0 <= decoded.confidence <= 1.0 + 1e-9
@@ -110,7 +110,7 @@ def test_width_one_prefix_beam_equals_greedy_when_frames_are_confident(frames):
     # With each frame's best class at p >= 0.75 (> 1/sqrt(2) suffices), the single kept prefix
     # always follows the best path; below that, a prefix's summed probability can win.
     (g,) = greedy(frames[:, None, :], [frames.shape[0]])
-    assert beam_search(frames, beam=1).ids == g.ids
+    assert search(frames, 1, prune=BEAM_PRUNE).ids == g.ids
 
 
 def test_width_one_prefix_beam_can_differ_from_greedy_on_unsure_frames():
@@ -118,7 +118,7 @@ def test_width_one_prefix_beam_can_differ_from_greedy_on_unsure_frames():
     # prefix "1" is kept by blank + repeat (.326 + .075 = .401): a width-1 prefix beam reads "1".
     frames = np.log(np.array([[0.064, 0.484, 0.117, 0.335], [0.326, 0.075, 0.331, 0.268]]))
     assert greedy(frames[:, None, :], [2])[0].ids == (1, 2)
-    assert beam_search(frames, beam=1).ids == (1,)
+    assert search(frames, 1).ids == (1,)
 
 
 def brute_force(frames: np.ndarray) -> dict[tuple[int, ...], float]:
@@ -134,7 +134,7 @@ def brute_force(frames: np.ndarray) -> dict[tuple[int, ...], float]:
 def test_unpruned_wide_beam_is_exact(frames):
     totals = brute_force(frames)
     best = max(totals.values())
-    found = beam_search(frames, beam=len(totals) + 1, prune=-math.inf)
+    found = search(frames, len(totals) + 1)
     assert found.confidence == pytest.approx(best, rel=1e-6, abs=1e-12)
     assert totals[found.ids] == pytest.approx(best, rel=1e-6, abs=1e-12)
 

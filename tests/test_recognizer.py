@@ -7,9 +7,9 @@ def test_an_image_reads_the_same_alone_or_in_a_batch(tiny_model):
     images = [render_text(t) for t in ("1", "12345", "42", "987", "5", "31337")]
     together = recognizer.predict_images(images)
     alone = [recognizer.predict_images([image])[0] for image in images]
-    assert [t for t, _ in together] == [t for t, _ in alone]
-    for (_, a), (_, b) in zip(together, alone):
-        assert abs(a - b) < 1e-5
+    assert [r.text for r in together] == [r.text for r in alone]
+    for a, b in zip(together, alone):
+        assert abs(a.confidence - b.confidence) < 1e-5
 
 
 def test_bundled_default_model_reads_sample_images():

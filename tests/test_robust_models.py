@@ -8,7 +8,6 @@ subprocess, and hypothesis flips and cuts bytes of a real model file at the libr
 
 from __future__ import annotations
 
-import io
 import pickle
 import random
 import shutil

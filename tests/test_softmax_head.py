@@ -15,7 +15,7 @@ import torch
 
 from conftest import render_text
 from crnn_core.config import ModelConfig, load_model_config
-from crnn_core.decode import decode_batch, positions
+from crnn_core.decode import best_text, decode_batch, positions
 from crnn_core.errors import ConfigError, DatasetError
 from crnn_core.model import CRNN, bin_means, parameter_breakdown
 from crnn_core.heads import softmax_targets
@@ -90,22 +90,22 @@ def _lp(rows) -> np.ndarray:
 def test_decode_stops_at_the_first_end():
     # classes: 0 = end, 1..3 = characters
     lp = _lp([[0.01, 0.9, 0.05, 0.04], [0.01, 0.04, 0.9, 0.05], [0.9, 0.05, 0.03, 0.02], [0.1, 0.1, 0.1, 0.7]])
-    decoded = positions(lp)
+    decoded = best_text(lp)
     assert decoded.ids == (1, 2)  # what follows the end (a confident 3) does not count
     assert decoded.confidence == pytest.approx(0.9 * 0.9 * 0.9)
 
 
 def test_decode_full_length_needs_no_end():
     lp = _lp([[1e-6, 1, 1e-6, 1e-6], [1e-6, 1e-6, 1, 1e-6]])
-    assert positions(lp).ids == (1, 2)
+    assert best_text(lp).ids == (1, 2)
     empty = _lp([[1, 1e-6, 1e-6, 1e-6], [1, 1e-6, 1e-6, 1e-6]])
-    assert positions(empty).ids == ()
+    assert best_text(empty).ids == ()
 
 
 def test_decode_is_not_plain_argmax_when_that_is_less_likely():
     # Argmax reads 'a' then a chain of barely-winning characters; the empty text is likelier.
     lp = _lp([[0.45, 0.5, 0.05, 0.0001]] + [[0.3, 0.35, 0.35, 0.0001]] * 3)
-    decoded = positions(lp)
+    decoded = best_text(lp)
     assert decoded.ids == ()
     assert decoded.confidence == pytest.approx(0.45, rel=1e-3)
 
@@ -127,7 +127,7 @@ def test_decode_equals_brute_force(seed):
     length, classes = rng.integers(1, 5), rng.integers(2, 5)
     lp = np.log(rng.dirichlet(np.full(classes, 0.7), size=length))
     ids, p = _brute_force(lp)
-    decoded = positions(lp)
+    decoded = best_text(lp)
     assert decoded.confidence == pytest.approx(p, rel=1e-9)
     assert decoded.ids == ids
 
@@ -308,3 +308,9 @@ def test_attention_reduce_exports_with_a_dynamic_width(fmt, tmp_path):
     loaded = LoadedModel(CRNN(config, alphabet.num_classes).eval(), config, alphabet, preprocess_for(config))
     report = export(loaded, fmt, tmp_path / f"m.{fmt}")  # raises if any check image reads differently
     assert report.texts_equal == report.texts_checked == 9
+
+
+def test_positions_reads_each_sample_of_a_batch_like_best_text():
+    rng = np.random.default_rng(2)
+    lp = np.log(rng.dirichlet(np.full(4, 0.7), size=(5, 3)))  # L x B x C
+    assert positions(lp, [5, 5, 5]) == [best_text(lp[:, b]) for b in range(3)]
