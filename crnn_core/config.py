@@ -508,8 +508,8 @@ def apply_model_flags(config: ModelConfig, height: int | None = None, head: str 
     if head is not None and head != config.head:
         config = dataclasses.replace(config, head=head, head_length=None)
     if max_length is not None:
-        if config.head != "softmax":
-            raise UsageError("--max-length applies to the softmax head (add --head softmax)")
+        if not head_for(config).has_length:
+            raise UsageError(f"--max-length applies to a head with positions, not {config.head} (add --head softmax)")
         config = dataclasses.replace(config, head_length=max_length)
     return config
 

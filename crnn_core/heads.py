@@ -60,6 +60,7 @@ class Head:
     classifier_keys: tuple[str, str] = ("head.weight", "head.bias")  # the per-class output rows
     reads_lengths: bool = False  # whether the output layer takes each image's own column count
     constrainable: bool = False  # whether --pattern / --lexicon can steer its decoding (a CTC search)
+    has_length: bool = False  # whether it reads a fixed number of positions (--max-length)
 
     def output_length(self, config: ModelConfig, width: int) -> int:
         """Frames the model outputs for an image `width` px wide."""
@@ -164,6 +165,7 @@ class SoftmaxHead(Head):
     name = "softmax"
     special = "end"
     special_description = "end symbol"
+    has_length = True
     classifier_keys = ("head.classify.weight", "head.classify.bias")
     reads_lengths = True  # in a padded training batch, positions read only the image's own columns
 
