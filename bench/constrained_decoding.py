@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from crnn_core.automata import compile_lexicon  # noqa: E402
 from crnn_core.data import discover, equal_width_batches, load_all, to_tensor_batch  # noqa: E402
-from crnn_core.decode import beam_search, decode_batch  # noqa: E402
+from crnn_core.decode import beam_search  # noqa: E402
+from crnn_core.heads import decode_batch  # noqa: E402
 from crnn_core.patterns import compile_pattern  # noqa: E402
 from crnn_core.metrics import score  # noqa: E402
 from crnn_core.modelfile import load_model  # noqa: E402

@@ -23,7 +23,7 @@ from torch import nn
 from .errors import ExportError
 from .modelfile import LoadedModel, temp_path_beside
 from .onnx_runner import OnnxRunner
-from .runners import TorchRunner
+from .torch_runner import TorchRunner
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

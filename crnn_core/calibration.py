@@ -74,16 +74,3 @@ def fit(confidences: Sequence[float], correct: Sequence[bool]) -> Calibration:
                       "calibrated": float(np.mean([calibration(v) for v in c[inside]])) if n else None})
     calibration.table = table
     return calibration
-
-
-def calibrate_file(path, arrays: Sequence[np.ndarray], texts: Sequence[str], device=None) -> Calibration:
-    """Fit the calibration of the model file at `path` on labelled arrays and store it in the file."""
-    from .modelfile import load_model, save_model
-    from .recognizer import recognize_arrays
-
-    loaded = load_model(path)
-    model = loaded.model.to(device) if device is not None else loaded.model
-    outputs = recognize_arrays(model, arrays, loaded.alphabet.decode, batch_size=64, device=device)
-    calibration = fit([o.confidence for o in outputs], [o.text == expected for o, expected in zip(outputs, texts)])
-    save_model(path, model, loaded.alphabet, loaded.preprocess, dict(loaded.train, calibration=calibration.to_dict()))
-    return calibration

@@ -68,13 +68,6 @@ def positions(log_probs: np.ndarray, lengths: Sequence[int] | None = None) -> li
     return [best_text(log_probs[:, b]) for b in range(log_probs.shape[1])]
 
 
-def decode_batch(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 1, head: str = "ctc") -> list[Decoded]:
-    """The decoder of the head named `head` (heads.py chooses: CTC greedy or beam, softmax exact)."""
-    from .heads import head_named
-
-    return head_named(head).decode(log_probs, lengths, beam)
-
-
 def best_text(log_probs: np.ndarray) -> Decoded:
     """The most probable text from one sample's L x C softmax-head log-probs (class 0 = end).
 

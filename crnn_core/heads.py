@@ -211,7 +211,7 @@ class SoftmaxHead(Head):
         }
 
     def build(self, config: ModelConfig, features: int, num_classes: int, bidirectional: bool):
-        from .model import PositionsHead
+        from .head_layers import PositionsHead
 
         return PositionsHead(features, num_classes, self.output_length(config, 0), config.head_reduce,
                              bidirectional)
@@ -237,6 +237,11 @@ def head_named(name: str) -> Head:
         return HEADS[name]
     except KeyError:
         raise ConfigError(f"head {name!r} is not one of {', '.join(HEADS)}") from None
+
+
+def decode_batch(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 1, head: str = "ctc") -> list[Decoded]:
+    """The decoder of the head named `head`: CTC greedy (beam 1) or beam search; softmax exact."""
+    return head_named(head).decode(log_probs, lengths, beam)
 
 
 def head_for(config: ModelConfig) -> Head:

@@ -18,7 +18,8 @@ from .errors import ImageError
 from .heads import head_named
 from .memory import release_free_memory
 from .modelfile import LoadedModel
-from .runners import Runner, as_runner, resolve_device, resolve_runner  # noqa: F401 - train.py imports resolve_device from here
+from .runners import Runner, resolve_device, resolve_runner  # noqa: F401 - train.py imports resolve_device from here
+from .torch_runner import as_runner
 
 if TYPE_CHECKING:
     import torch

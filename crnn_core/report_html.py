@@ -148,9 +148,14 @@ def _gallery_item(rank: int, r: SampleResult, data: str) -> str:
 
 
 def html_report(report: Report, outcome: GateOutcome, max_gallery: int = MAX_GALLERY) -> str:
+    parts = _head_and_cards(report, outcome) + _gates(outcome) + _confusions(report.analysis())
+    parts += _gallery(report, max_gallery)
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _head_and_cards(report: Report, outcome: GateOutcome) -> list[str]:
     s = report.scores
-    analysis = report.analysis()
-    wrong = wrong_samples(report)
     decoder = "greedy" if report.beam <= 1 else f"beam {report.beam}"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     verdict = ""
@@ -176,23 +181,30 @@ def html_report(report: Report, outcome: GateOutcome, max_gallery: int = MAX_GAL
         parts.append(f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
                      f'<div class="label">{_e(detail)}</div></div>')
     parts.append("</section>")
+    return parts
 
-    if outcome.gates:
-        parts += ['<h2>Gates</h2><table id="gates"><tr><th>gate</th><th>measured</th><th>limit</th>'
-                  "<th>result</th><th></th></tr>"]
-        for g in outcome.gates:
-            parts.append(f'<tr class="{"pass" if g.passed else "fail"}"><td><code>{_e(g.name)}</code></td>'
-                         f'<td class="num">{fmt(g.measured)}</td><td class="num">{fmt(g.limit)}</td>'
-                         f'<td>{"pass" if g.passed else "FAIL"}</td><td>{_e(g.message)}</td></tr>')
-        parts.append("</table>")
-        for w in outcome.warnings:
-            parts.append(f'<p class="note">Note: {_e(w)}</p>')
 
+def _gates(outcome: GateOutcome) -> list[str]:
+    if not outcome.gates:
+        return []
+    parts = ['<h2>Gates</h2><table id="gates"><tr><th>gate</th><th>measured</th><th>limit</th>'
+             "<th>result</th><th></th></tr>"]
+    for g in outcome.gates:
+        parts.append(f'<tr class="{"pass" if g.passed else "fail"}"><td><code>{_e(g.name)}</code></td>'
+                     f'<td class="num">{fmt(g.measured)}</td><td class="num">{fmt(g.limit)}</td>'
+                     f'<td>{"pass" if g.passed else "FAIL"}</td><td>{_e(g.message)}</td></tr>')
+    parts.append("</table>")
+    parts += [f'<p class="note">Note: {_e(w)}</p>' for w in outcome.warnings]
+    return parts
+
+
+def _confusions(analysis) -> list[str]:
+    """The confusion pairs and the per-character table, side by side."""
     confusions = analysis.confusions_list(MAX_CONFUSIONS)
     chars = [c for c in analysis.characters_list() if c["errors"]]
-    parts.append('<div class="columns"><section>')
-    parts.append(f'<h2>Confusion pairs <span class="note">({len(analysis.confusions)} kinds, '
-                 f"{sum(analysis.confusions.values())} edits)</span></h2>")
+    parts = ['<div class="columns"><section>',
+             f'<h2>Confusion pairs <span class="note">({len(analysis.confusions)} kinds, '
+             f"{sum(analysis.confusions.values())} edits)</span></h2>"]
     if confusions:
         top = confusions[0]["count"]
         parts.append('<table id="confusions"><tr><th>expected</th><th>read as</th><th>count</th><th></th></tr>')
@@ -206,8 +218,7 @@ def html_report(report: Report, outcome: GateOutcome, max_gallery: int = MAX_GAL
                          "(all are in the JSON report).</p>")
     else:
         parts.append('<p class="note">No character was misread.</p>')
-    parts.append("</section><section>")
-    parts.append("<h2>Errors per character</h2>")
+    parts += ["</section><section>", "<h2>Errors per character</h2>"]
     if chars:
         parts.append('<table id="characters"><tr><th>char</th><th>in labels</th><th>substituted</th>'
                      "<th>deleted</th><th>inserted</th><th>error rate</th></tr>")
@@ -221,17 +232,20 @@ def html_report(report: Report, outcome: GateOutcome, max_gallery: int = MAX_GAL
     else:
         parts.append('<p class="note">None.</p>')
     parts.append("</section></div>")
+    return parts
 
+
+def _gallery(report: Report, max_gallery: int) -> list[str]:
+    wrong = wrong_samples(report)
     shown = wrong[:max_gallery]
-    parts.append(f'<h2 id="gallery-title">Errors, worst first ({len(wrong)} of {s.samples} samples wrong'
-                 + (f", {len(shown)} shown" if len(shown) < len(wrong) else "") + ")</h2>")
-    parts.append('<div class="legend"><mark class="sub">&nbsp;</mark>read as another character '
-                 '<mark class="del">&nbsp;</mark>missing from the reading '
-                 '<mark class="ins">&nbsp;</mark>extra in the reading</div>')
-    parts.append(f'<section class="gallery" id="gallery" data-items="{len(shown)}" data-wrong="{len(wrong)}">')
+    parts = [f'<h2 id="gallery-title">Errors, worst first ({len(wrong)} of {report.scores.samples} samples wrong'
+             + (f", {len(shown)} shown" if len(shown) < len(wrong) else "") + ")</h2>",
+             '<div class="legend"><mark class="sub">&nbsp;</mark>read as another character '
+             '<mark class="del">&nbsp;</mark>missing from the reading '
+             '<mark class="ins">&nbsp;</mark>extra in the reading</div>',
+             f'<section class="gallery" id="gallery" data-items="{len(shown)}" data-wrong="{len(wrong)}">']
     parts += [_gallery_item(i, r, report.data) for i, r in enumerate(shown, 1)]
     parts.append("</section>")
     if not wrong:
         parts.append('<p class="note">Every sample was read correctly.</p>')
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return parts

@@ -25,6 +25,7 @@ from .config import ModelConfig
 from .errors import CrnnError
 from .modelfile import LoadedModel, load_model
 from .onnx_runner import bundled_onnx, load_onnx_model, onnxruntime_available
+from .torch_runner import TorchRunner
 
 if TYPE_CHECKING:
     import torch
@@ -39,32 +40,6 @@ class Runner(Protocol):
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """float32 images B x C x H x W -> log-probs T x B x classes."""
-
-
-class TorchRunner:
-    """A torch module as a runner. It reads in eval mode and puts the module back in the mode
-    it found it in (training validates with the model it is training)."""
-
-    def __init__(self, module, device: torch.device | None = None):
-        self.module = module
-        self.config: ModelConfig = module.config
-        self.device = device if device is not None else next(module.parameters()).device
-
-    def run(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            with torch.inference_mode():
-                return self.module(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
-        finally:
-            self.module.train(was_training)
-
-
-def as_runner(model, device: torch.device | None = None) -> Runner:
-    """A runner as is; a torch module (training, calibration) wrapped in a TorchRunner."""
-    return model if hasattr(model, "run") else TorchRunner(model, device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import __version__, distributed
 from .augment import augment_batch
-from .calibration import calibrate_file
+from .calibration import Calibration, fit
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .cpushare import CpuShare
 from .data import Problem, width_batches
@@ -33,7 +33,7 @@ from .heads import head_for
 from .memory import release_free_memory
 from .metrics import Scores, score
 from .model import count_parameters
-from .modelfile import atomic_write_bytes, preprocess_for, save_checkpoint, save_model
+from .modelfile import atomic_write_bytes, load_model, preprocess_for, save_checkpoint, save_model
 from .outputs import dumps
 from .plots import CurvePlotter
 from .recognizer import recognize_arrays, resolve_device
@@ -126,6 +126,17 @@ def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
     np_rng.bit_generator.state = state["numpy"]
     random.setstate((3, tuple(state["python"]), None))
+
+
+def calibrate_file(path: Path, arrays: list[np.ndarray], texts: list[str], device: torch.device | None = None
+                   ) -> Calibration:
+    """Fit the calibration of the model file at `path` on labelled arrays and store it in the file."""
+    loaded = load_model(path)
+    model = loaded.model.to(device) if device is not None else loaded.model
+    outputs = recognize_arrays(model, arrays, loaded.alphabet.decode, batch_size=64, device=device)
+    calibration = fit([o.confidence for o in outputs], [o.text == expected for o, expected in zip(outputs, texts)])
+    save_model(path, model, loaded.alphabet, loaded.preprocess, dict(loaded.train, calibration=calibration.to_dict()))
+    return calibration
 
 
 def weights_finite(model: nn.Module) -> bool:

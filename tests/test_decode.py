@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import search
-from crnn_core.decode import BEAM_PRUNE, collapse, decode_batch, greedy
+from crnn_core.decode import BEAM_PRUNE, collapse, greedy
+from crnn_core.heads import decode_batch
 
 
 def log(probs):

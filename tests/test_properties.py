@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from conftest import render_text, search
 from crnn_core.alphabet import Alphabet, normalize
 from crnn_core.data import read_list_file
-from crnn_core.decode import BEAM_PRUNE, BLANK, collapse, decode_batch, greedy
+from crnn_core.decode import BEAM_PRUNE, BLANK, collapse, greedy
+from crnn_core.heads import decode_batch
 from crnn_core.errors import DatasetError
 from crnn_core.metrics import char_errors, word_errors
 

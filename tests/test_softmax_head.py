@@ -15,9 +15,11 @@ import torch
 
 from conftest import render_text
 from crnn_core.config import ModelConfig, load_model_config
-from crnn_core.decode import best_text, decode_batch, positions
+from crnn_core.decode import best_text, positions
+from crnn_core.head_layers import bin_means
+from crnn_core.heads import decode_batch
 from crnn_core.errors import ConfigError, DatasetError
-from crnn_core.model import CRNN, bin_means, parameter_breakdown
+from crnn_core.model import CRNN, parameter_breakdown
 from crnn_core.heads import softmax_targets
 
 CRNN_CLI = [sys.executable, "-m", "crnn_core.cli.app"]
