@@ -11,6 +11,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
+SLOW = {line.strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: takes a second or more (listed in tests/slow_tests.txt)")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    # The fast tier for development: `python -m pytest -q -m "not slow"` runs in seconds.
+    for item in items:
+        if item.nodeid.split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
 
 
 def render_text(text: str, height: int = 32, seed: int = 0) -> Image.Image:
