@@ -261,6 +261,15 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         ctx, self.device = distributed.from_environment(resolve_device(self.config.device))
         self.ctx = ctx
+        try:
+            self._set_up(plan, init_alphabet, emit)
+        except BaseException:
+            ctx.close()  # a process group left open can abort the process at exit (SIGABRT under gloo)
+            raise
+
+    def _set_up(self, plan: RunPlan, init_alphabet: str, emit: Callback) -> None:
+        """Everything after joining the process group: data, model, optimiser, a resumed state."""
+        ctx = self.ctx
         self.emit = emit if ctx.is_main else (lambda kind, info: None)  # rank 0 reports for every rank
         self.run_dir = Path(ctx.broadcast(str(plan.run_dir)))  # a default name holds a time stamp: take rank 0's
         # Batch order comes from np_rng, the same on every rank; augmentation draws from a stream
@@ -329,6 +338,13 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        except BaseException:
+            self.ctx.close()
+            raise
+
+    def _fit(self) -> TrainResult:
         self._start()
         stop_reason, epoch = None, self.state.epoch
         self.nonfinite_streak = 0
