@@ -163,7 +163,10 @@ def _launch_processes(nproc: int) -> int:
     try:
         run(parse_args(launch))
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
+        # The root cause: the first process that exited by itself (torchrun then stops the
+        # others with SIGTERM), else the lowest rank.
+        exited = [(f.timestamp, rank, f) for rank, f in exc.failures.items() if f.exitcode >= 0]
+        _, rank, failure = min(exited) if exited else min((0, r, f) for r, f in exc.failures.items())
         how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else failure.signal_name()
         render.error(f"{len(exc.failures)} of {nproc} training processes failed (rank {rank}: {how}); "
                      "their own messages are above")

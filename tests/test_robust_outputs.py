@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -353,6 +354,8 @@ def test_nproc_children_are_not_shadowed_by_a_source_folder_and_fail_in_one_line
     assert "shadowed" not in result.stderr and "Traceback" not in result.stderr
     assert "ChildFailedError" not in result.stderr and "Root Cause" not in result.stderr
     lines = result.stderr.splitlines()
-    assert lines[-1].startswith("crnn: error: 2 of 2 training processes failed (rank 0: exit code 1)")
-    assert lines.count("crnn: error: missing-data: no such file or folder") == 2  # each child's own line
+    # The first rank to fail names the cause; torchrun may stop the other one before it says anything.
+    assert re.fullmatch(r"crnn: error: [12] of 2 training processes failed \(rank [01]: exit code 1\); "
+                        r"their own messages are above", lines[-1]), lines[-1]
+    assert 1 <= lines.count("crnn: error: missing-data: no such file or folder") <= 2  # each child's own line
     assert time.monotonic() - started < 300
