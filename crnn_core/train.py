@@ -237,7 +237,8 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     With `init`, the model's architecture and preprocessing are used and `init_alphabet`
     (union, new, keep) says how its alphabet meets the data's (see finetune.py). A folder
     that already holds a model is replaced only with `force`. `on_event(kind, info)` receives
-    progress ("loading", "skipped", "start", "step", "epoch", "stop", "warning");
+    progress ("loading", "skipped", "finetune", "start", "step", "threads", "epoch", "calibrated",
+    "stop", "warning");
     `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
