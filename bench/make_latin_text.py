@@ -45,11 +45,19 @@ def number(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(rng.randint(3, 8)))
 
 
+def symbolic(rng: random.Random, words: list[str]) -> str:
+    """Tokens with the symbols words never hold: & @ # * + = [ ] /."""
+    a, b = rng.choice(words).lower(), rng.choice(words).lower()
+    return rng.choice([f"{a} & {b}", f"{a}@{b}.com", f"#{rng.randint(1, 999)}", f"{a}*", f"{rng.randint(1, 99)}+{rng.randint(1, 99)}",
+                       f"{a}={rng.randint(0, 999)}", f"[{a}]", f"{a}/{b}", "&", "*", "+", "="])
+
+
 def line(rng: random.Random, vocab: dict[str, list[str]], weights: list[int]) -> str:
     words = vocab[rng.choices(list(vocab), weights)[0]]
     tokens = []
     for _ in range(rng.randint(1, 8)):
-        token = number(rng) if rng.random() < 0.08 else rng.choice(words)
+        roll = rng.random()
+        token = number(rng) if roll < 0.08 else symbolic(rng, words) if roll < 0.11 else rng.choice(words)
         tokens.append(token)
     style = rng.random()
     if style < 0.4:
