@@ -382,7 +382,7 @@ class Trainer:
             return 0.0
         return 2 * len(self.data.val) / (3 * samples_per_s)  # reading runs ~3x faster than training
 
-    def _position(self, epoch: int) -> tuple[list[list[int]], int, list[float]]:
+    def _position(self) -> tuple[list[list[int]], int, list[float]]:
         """This epoch's batches (all ranks'), the step to start at, and the losses so far."""
         pending, self.state.pending = self.state.pending, None
         if pending is not None:  # finish the epoch an interruption cut short, with the same batches
@@ -396,7 +396,7 @@ class Trainer:
         set_backbone_frozen(self.model, frozen)
         if self.ctx.enabled and frozen != self.ddp_frozen:  # DDP reduces only the parameters that wanted gradients when built
             self.net, self.ddp_frozen = self._wrap_ddp(), frozen
-        all_batches, first_step, losses = self._position(epoch)
+        all_batches, first_step, losses = self._position()
         batches = self.ctx.shard(all_batches)
         outcome = EpochOutcome(losses=losses, started=time.monotonic())
         for step in range(first_step, len(batches)):
