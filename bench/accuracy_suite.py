@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from crnn_core.synth_fonts import load_font
+
 SIZES = {"captcha": (10_000, 500, 1_000), "digits": (10_000, 500, 1_000), "lines": (20_000, 1_000, 1_000),
          "plates": (10_000, 500, 1_000)}
 BUDGET_MINUTES = {"captcha": 10, "digits": 10, "lines": 30, "plates": 10}
@@ -54,11 +56,10 @@ def system_fonts() -> list[str]:
                    if p.suffix.lower() in (".ttf", ".otf"))
     usable = []
     for path in found:
-        try:
-            font = ImageFont.truetype(path, 20)
-            if font.getbbox("Ag")[2] > 0 and font.getmask("a").getbbox():
+        try:  # crnn synth's check: symbol fonts (Standard Symbols, Dingbats) draw Greek or pictures for "a"
+            if set(string.ascii_letters + string.digits) <= load_font(path).chars:
                 usable.append(path)
-        except OSError:
+        except (OSError, ValueError):
             continue
     return usable
 
