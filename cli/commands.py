@@ -349,7 +349,7 @@ def _record(prediction, fmt: OutputFormat, min_confidence: Optional[float]) -> s
 
 def predict(
     inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin, one a line."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled codes-fast)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled latin-print)"),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", "-f", help="text: the text; tsv: path, text, confidence; jsonl: one JSON object a line."),
     beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images the model reads at once (more is faster, up to memory)."),
@@ -419,7 +419,7 @@ def export(
 
 
 def info(
-    model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled codes-fast)"),
+    model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled latin-print)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Alphabet, architecture, parameter counts, preprocessing and training summary of a model."""

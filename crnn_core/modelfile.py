@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 MODEL_FORMAT = "crnn-model"
 CHECKPOINT_FORMAT = "crnn-checkpoint"
 FORMAT_VERSION = 1
-DEFAULT_BUNDLED_MODEL = "codes-fast"
+DEFAULT_BUNDLED_MODEL = "latin-print"  # printed Latin lines: what a stranger's img.png most likely holds
 
 
 @dataclass
@@ -152,7 +152,7 @@ def save_checkpoint(path: str | Path, model: CRNN, alphabet: Alphabet, preproces
 
 
 def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A model file path, or the name of a bundled model (`codes-fast`); None = the default."""
+    """A model file path, or the name of a bundled model (`latin-print`, `codes-fast`); None = the default."""
     text = str(name_or_path) if name_or_path is not None else DEFAULT_BUNDLED_MODEL
     path = Path(text)
     if path.is_file():

@@ -1,7 +1,7 @@
 """ONNX Runtime inference without torch: the fast path of `crnn predict`.
 
 Importing torch costs about a second, most of what `crnn predict one.png` took. An exported
-model (`crnn export --format onnx`, or the bundled `codes-fast.onnx` made the same way and
+model (`crnn export --format onnx`, or a bundled model's `.onnx` twin made the same way and
 parity-checked against the eager model) carries everything needed to read images in its
 metadata, so numpy, Pillow and onnxruntime suffice. `backend="auto"` (the default) takes
 this path when the model has such a file and onnxruntime is installed (runners.py decides).
