@@ -6,7 +6,7 @@ and the fine-tuning table (issue: `crnn predict scan.png` reads printed text out
         fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans wamerican wfrench \
         wngerman wspanish witalian wportuguese
     python bench/latin_print.py fonts --out bench-out/latin            # train-fonts.txt, heldout-fonts.txt
-    python bench/latin_print.py heldout --out bench-out/latin/heldout  # two 1,000-line test sets
+    python bench/latin_print.py heldout --out bench-out/latin/heldout  # three 1,000-line test sets
     python bench/latin_print.py compare --sets bench-out/latin/heldout/* --json bench-out/latin/compare.json
     python bench/latin_print.py finetune-data --out bench-out/latin/finetune
     python bench/latin_print.py finetune --data bench-out/latin/finetune --json bench-out/latin/finetune.json
@@ -41,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_latin_text  # noqa: E402  (the training text's alphabet)
 
+from crnn_core.metrics import char_errors  # noqa: E402
+
 HELD_OUT = re.compile(r"LiberationSerif|URWBookman|FreeMono|NimbusSansNarrow|EBGaramond|LinLibertine|LinBiolinum|"
                       r"Lato-|Carlito|Caladea|OpenSans", re.IGNORECASE)
 NOT_TEXT = re.compile(r"LinLibertine_I|LinBiolinum_K|Hairline|Thin|D050000L|StandardSymbols|Dingbats|Z003|MathTeXGyre", re.IGNORECASE)
@@ -52,6 +54,9 @@ SETS = {
                     "--texture", "0", "--noise", "0", "--blur", "0", "--jpeg", "0", "--rotate", "0", "--shear", "0",
                     "--perspective", "0", "--underline", "0", "--neighbours", "0", "--pad-x", "0.2-0.6",
                     "--pad-y", "0.1-0.3"],
+    "docs-clean-32": ["--height", "32", "--font-size", "24-48", "--ink", "0-60", "--paper", "200-255", "--invert", "0",
+                      "--texture", "0-6", "--noise", "0-3", "--blur", "0-0.5", "--jpeg", "0", "--rotate", "0.5",
+                      "--shear", "0", "--perspective", "0", "--underline", "0", "--neighbours", "0"],
     "mixed-unseen": ["--height", "40", "--font-size", "16-56", "--blur", "0.5-1.4", "--noise", "4-12", "--jpeg", "0.6",
                      "--jpeg-quality", "25-60", "--rotate", "2.5", "--shear", "0.2", "--pad-x", "0.02-0.9",
                      "--neighbours", "0.2", "--underline", "0.1"],
@@ -69,13 +74,34 @@ def font_lists(out: Path) -> tuple[Path, Path]:
     return train, held
 
 
-def prose_lines(count: int, seed: int) -> list[str]:
-    """Running English text the model never trained on: the licence texts Debian installs, cut
-    into chunks of 3-10 words, keeping those whose characters the model knows."""
+def licence_words() -> list[str]:
     words = []
     for path in sorted(Path("/usr/share/common-licenses").iterdir()):
         if path.is_file():
             words += unicodedata.normalize("NFC", path.read_text(encoding="utf-8", errors="ignore")).split()
+    return words
+
+
+def docstring_words() -> list[str]:
+    """The docstrings of Python's standard library (the interpreter running this script)."""
+    import ast
+    import sysconfig
+
+    words = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
+                words += ast.get_docstring(node).split()
+    return words
+
+
+def prose_lines(words: list[str], count: int, seed: int) -> list[str]:
+    """Running English text the model never trained on, cut into chunks of 3-10 words, keeping
+    those whose characters the model knows."""
     rng, lines, at = random.Random(seed), set(), 0
     while at < len(words):
         n = rng.randint(3, 10)
@@ -91,10 +117,11 @@ def prose_lines(count: int, seed: int) -> list[str]:
 def make_heldout(out: Path, count: int) -> None:
     _, held = font_lists(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prose.txt").write_text("".join(t + "\n" for t in prose_lines(count, 7)), encoding="utf-8")
+    (out / "prose.txt").write_text("".join(t + "\n" for t in prose_lines(licence_words(), count, 7)), encoding="utf-8")
+    (out / "docs.txt").write_text("".join(t + "\n" for t in prose_lines(docstring_words(), count, 8)), encoding="utf-8")
     subprocess.run([sys.executable, str(Path(__file__).parent / "make_latin_text.py"), "--out", str(out / "mixed.txt"),
                     "--count", str(count), "--seed", "99"], check=True)
-    for name, text in (("prose-clean", "prose.txt"), ("mixed-unseen", "mixed.txt")):
+    for name, text in (("prose-clean", "prose.txt"), ("mixed-unseen", "mixed.txt"), ("docs-clean-32", "docs.txt")):
         subprocess.run([*CRNN, "synth", str(out / name), "--text", str(out / text), "--count", str(count), "--fonts",
                         str(held), "--seed", "11", "--val-fraction", "0", "--force", *SETS[name]], check=True)
 
@@ -108,17 +135,8 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text.translate(TYPOGRAPHIC)).split())
 
 
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def score(labels: list[str], readings: list[str]) -> dict:
-    errors = sum(edit_distance(normalise(r), t) for t, r in zip(labels, readings))
+    errors = sum(char_errors(t, normalise(r)) for t, r in zip(labels, readings))
     exact = sum(normalise(r) == t for t, r in zip(labels, readings))
     return {"cer": errors / sum(len(t) for t in labels), "accuracy": exact / len(labels), "lines": len(labels)}
 
