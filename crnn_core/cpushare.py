@@ -20,15 +20,33 @@ CHECK_EVERY = 5.0  # seconds between measurements
 BUSY_SHARE = 0.5
 
 
+def _niced() -> bool:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0) > 0
+    except (AttributeError, OSError):
+        return False
+
+
 def _busy_seconds() -> float | None:
-    """CPU seconds all processes have spent busy since boot (Linux), or None elsewhere."""
+    """CPU seconds processes have spent busy since boot (Linux), or None elsewhere.
+
+    Time of niced processes (the `nice` column) is left out unless this process is niced itself:
+    a `nice -n 19` job gets ~1.5% of a core against a nice-0 trainer, so it holds no core from
+    it, and halving the threads for it would hand it the core instead.
+    """
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
+            ticks = busy_ticks(f.readline(), count_niced=_niced())
+    except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks(cpu_line: str, count_niced: bool) -> int:
+    """Busy clock ticks in /proc/stat's `cpu` line: user nice system idle iowait irq softirq steal."""
+    fields = [int(v) for v in cpu_line.split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle - (0 if count_niced else fields[1])
 
 
 def _own_seconds() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -43,5 +44,28 @@ def test_a_real_busy_loop_is_seen_as_another_program():
         share.others()  # start a window with the loop running
         time.sleep(1.0)
         assert share.others() >= 0.5
+    finally:
+        loop.kill()
+
+
+def test_niced_time_counts_only_for_a_niced_trainer():
+    line = "cpu  1000 300 200 5000 100 10 20 5 0 0"
+    assert cpushare.busy_ticks(line, count_niced=True) == 1000 + 300 + 200 + 10 + 20 + 5
+    assert cpushare.busy_ticks(line, count_niced=False) == 1000 + 200 + 10 + 20 + 5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/stat")
+@pytest.mark.skipif(sys.platform.startswith("linux") and os.getpriority(os.PRIO_PROCESS, 0) > 0,
+                    reason="the test runs niced itself, so niced programs count")
+def test_a_niced_busy_loop_holds_no_core_from_a_nice_0_trainer():
+    share = CpuShare(most=2, cores=2, every=0.0)
+    time.sleep(1.0)
+    before = share.others()  # whatever else the machine runs
+    loop = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        share.others()
+        time.sleep(1.0)
+        assert share.others() - before < 0.5
     finally:
         loop.kill()
