@@ -371,8 +371,11 @@ TRAIN_SETTINGS: dict[str, Setting] = {
     "threads": _int(1, 1024, optional=True),
     "precision": Setting(str, choices=PRECISIONS),
     "freeze_backbone": _FreezeSetting(int),
+    "ema": Setting(float, 0, 1, hi_open=True),  # a decay of 1 would never move from the first step's weights
 }
 # What `--resume` may change: how long and where the run goes on, never what it learns from.
+# `ema` is not among them: the average in last.pt was built with the run's decay, and a new
+# one from here on would make best.pt a mix of two rules that no uninterrupted run gives.
 RESUMABLE = frozenset({"epochs", "max_minutes", "patience", "threads", "device", "precision"})
 
 
@@ -393,6 +396,7 @@ class TrainConfig:
     threads: int | None = None
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, fp16
     freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
+    ema: float = 0.0  # weight averaging: the decay of an exponential moving average (averaging.py); 0 = off
 
     def __post_init__(self) -> None:
         for key, setting in TRAIN_SETTINGS.items():

@@ -284,7 +284,7 @@ def test_data_check_does_not_import_torch(tiny_data):
 ODD_VALUES = ["0", "-1", "1", "2", "8", "33", "1025", "1000000000", "-1000000000", "nan", "inf", "-inf", "",
               "abc", "1e-3", "3.5", "0x10", " 3", "1e400", "all", "cuda", "tpu", "cuda:7", "cpu"]
 TRAIN_OPTIONS = ["--epochs", "--max-minutes", "--batch-size", "--lr", "--height", "--max-length", "--device",
-                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head"]
+                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head", "--ema"]
 YAML_VALUES = [-5, 0, 1, 2, 2.5, 1e12, "3", "fast", "", True, False, None, [], {}, [1, 2], math.nan, math.inf,
                -math.inf, "1e-3", "all", "heavy", "bf16"]
 
