@@ -482,7 +482,10 @@ class Trainer:
         each rank reads its share with rank 0's weights and statistics."""
         started = time.monotonic()
         ctx, val, model = self.ctx, self.data.val, self.average.model
-        ctx.sync_buffers(model)
+        # Rank 0's statistics in the trained model (the rank digests compare it) and in the averaged
+        # one that is validated (the same module when not averaging).
+        for module in dict.fromkeys((self.model, model)):
+            ctx.sync_buffers(module)
         mine = range(ctx.rank, len(val), ctx.world)
         predictions = recognize_arrays(model, [val.arrays[i] for i in mine], self.data.alphabet.decode,
                                        batch_size=64, device=self.device)
