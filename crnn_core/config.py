@@ -486,7 +486,7 @@ def _resolve_train(train: TrainConfig | None, file_train: dict[str, Any] | None,
     flags = check_train_values(flags, "options", flags=True)
     if checkpoint is None:
         base = (train or TrainConfig()).to_dict()
-        return TrainConfig(**dict(base, **(file_train or {}), **flags))
+        return TrainConfig(**{**base, **(file_train or {}), **flags})  # a flag overrides the file's value
     base = TrainConfig.from_dict(checkpoint["train"]["config"], source).to_dict()
     for changes, name in ((file_train or {}, lambda k: f"{file_name}: train.{k}"),
                           (train.to_dict() if train is not None else {}, lambda k: f"train config {k}"),

@@ -80,6 +80,17 @@ def test_config_file_values_are_checked_with_the_key_and_file_named(tiny_data, t
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_an_option_overrides_the_same_setting_in_a_config_file(tiny_data, tmp_path, capfd):
+    # `crnn train --config run/config.yaml --epochs 1` was an "unexpected TypeError" (a key given twice)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"train": {"epochs": 3, "lr": 0.01, "threads": 2}}))
+    code, out, err = run_cli("train", tiny_data, "--model", "crnn-tiny", "--config", config, "--epochs", "1",
+                             "--out", tmp_path / "run", capfd=capfd)
+    assert code == 0, err
+    settings = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert (settings["epochs"], settings["lr"]) == (1, 0.01)
+
+
 def test_yaml_scientific_notation_without_a_dot_is_a_number(tmp_path):
     # YAML 1.1 reads `1e-3` as a string; a user meant the number.
     assert TrainConfig.from_dict({"lr": "1e-3"}).lr == 0.001
