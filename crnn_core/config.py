@@ -475,7 +475,8 @@ def _read_run_file(path: str | Path) -> tuple[ModelConfig | None, dict[str, Any]
     raw = read_yaml(Path(path))
     if not isinstance(raw, dict) or not ({"model", "train"} & raw.keys()):
         raise ConfigError(f"{path}: expected a mapping with a 'model:' and/or 'train:' section")
-    _no_unknown(raw, {"model", "train"}, str(path), "top-level")
+    # 'data:' is what a run's config.yaml recorded about its data (datastats.py): not a setting, ignored.
+    _no_unknown(raw, {"model", "train", "data"}, str(path), "top-level")
     model = ModelConfig.from_dict(raw["model"], source=str(path)) if raw.get("model") is not None else None
     train = check_train_values(raw["train"], str(path)) if raw.get("train") is not None else None
     return model, train
@@ -552,5 +553,9 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(yaml.safe_load(resource.read_text(encoding="utf-8")), source=f"{text}.yaml")
 
 
-def dump_run_config(model: ModelConfig, train: TrainConfig) -> str:
-    return yaml.safe_dump({"model": model.to_dict(), "train": train.to_dict()}, sort_keys=False, allow_unicode=True)
+def dump_run_config(model: ModelConfig, train: TrainConfig, data: Mapping[str, Any] | None = None) -> str:
+    """A run's config.yaml: its settings, and what its training data measured (a record, never read back)."""
+    run = {"model": model.to_dict(), "train": train.to_dict()}
+    if data is not None:
+        run["data"] = dict(data)
+    return yaml.safe_dump(run, sort_keys=False, allow_unicode=True)

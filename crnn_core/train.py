@@ -238,8 +238,9 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     With `init`, the model's architecture and preprocessing are used and `init_alphabet`
     (union, new, keep) says how its alphabet meets the data's (see finetune.py). A folder
     that already holds a model is replaced only with `force`. `on_event(kind, info)` receives
-    progress ("loading", "skipped", "finetune", "start", "step", "threads", "epoch", "calibrated",
-    "stop", "warning");
+    progress ("loading", "skipped", "data", "finetune", "start", "step", "threads", "epoch", "calibrated",
+    "stop", "warning"); "data" carries the training images' statistics (datastats.DataStats.to_dict),
+    also written under `data:` in config.yaml.
     `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
@@ -371,7 +372,7 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.yaml",
-                               dump_run_config(self.model_config, self.config).encode())
+                               dump_run_config(self.model_config, self.config, self.data.stats.to_dict()).encode())
         self.emit("start", {
             "run_dir": str(self.run_dir), "epochs": self.config.epochs, "start_epoch": self.state.epoch + 1,
             "steps_per_epoch": self.steps_per_epoch, "train_samples": len(self.data.train),
