@@ -46,6 +46,10 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _share(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
 class TrainDisplay:
     """Renders training events; the first Ctrl-C asks for a clean stop, a second one aborts."""
 
@@ -107,6 +111,13 @@ class TrainDisplay:
             err.print(f"  {p}", markup=False)
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
+
+    def _data(self, info: dict[str, Any]) -> None:
+        height, fill = info["height"], info["ctc_fill"]
+        note(f"data: {info['images']} training images, height {height['median']:g} px median "
+             f"(p10 {height['p10']:g}, p90 {height['p90']:g}), read at {info['model_height']} px; "
+             f"{info['chars_per_px']:.3f} chars/px against {info['steps_per_px']:.3f} CTC steps/px; a label needs "
+             f"{_share(fill['median'])} of its steps (p90 {_share(fill['p90'])}, max {_share(fill['max'])})")
 
     def _finetune(self, info: dict[str, Any]) -> None:
         frozen = info["freeze_backbone"]

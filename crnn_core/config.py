@@ -371,8 +371,11 @@ TRAIN_SETTINGS: dict[str, Setting] = {
     "threads": _int(1, 1024, optional=True),
     "precision": Setting(str, choices=PRECISIONS),
     "freeze_backbone": _FreezeSetting(int),
+    "ema": Setting(float, 0, 1, hi_open=True),  # a decay of 1 would never move from the first step's weights
 }
 # What `--resume` may change: how long and where the run goes on, never what it learns from.
+# `ema` is not among them: the average in last.pt was built with the run's decay, and a new
+# one from here on would make best.pt a mix of two rules that no uninterrupted run gives.
 RESUMABLE = frozenset({"epochs", "max_minutes", "patience", "threads", "device", "precision"})
 
 
@@ -393,6 +396,7 @@ class TrainConfig:
     threads: int | None = None
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, fp16
     freeze_backbone: int | str = 0  # fine-tuning: train only the RNN and head for this many epochs, or "all"
+    ema: float = 0.0  # weight averaging: the decay of an exponential moving average (averaging.py); 0 = off
 
     def __post_init__(self) -> None:
         for key, setting in TRAIN_SETTINGS.items():
@@ -471,7 +475,8 @@ def _read_run_file(path: str | Path) -> tuple[ModelConfig | None, dict[str, Any]
     raw = read_yaml(Path(path))
     if not isinstance(raw, dict) or not ({"model", "train"} & raw.keys()):
         raise ConfigError(f"{path}: expected a mapping with a 'model:' and/or 'train:' section")
-    _no_unknown(raw, {"model", "train"}, str(path), "top-level")
+    # 'data:' is what a run's config.yaml recorded about its data (datastats.py): not a setting, ignored.
+    _no_unknown(raw, {"model", "train", "data"}, str(path), "top-level")
     model = ModelConfig.from_dict(raw["model"], source=str(path)) if raw.get("model") is not None else None
     train = check_train_values(raw["train"], str(path)) if raw.get("train") is not None else None
     return model, train
@@ -482,7 +487,7 @@ def _resolve_train(train: TrainConfig | None, file_train: dict[str, Any] | None,
     flags = check_train_values(flags, "options", flags=True)
     if checkpoint is None:
         base = (train or TrainConfig()).to_dict()
-        return TrainConfig(**dict(base, **(file_train or {}), **flags))
+        return TrainConfig(**{**base, **(file_train or {}), **flags})  # a flag overrides the file's value
     base = TrainConfig.from_dict(checkpoint["train"]["config"], source).to_dict()
     for changes, name in ((file_train or {}, lambda k: f"{file_name}: train.{k}"),
                           (train.to_dict() if train is not None else {}, lambda k: f"train config {k}"),
@@ -548,5 +553,9 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(yaml.safe_load(resource.read_text(encoding="utf-8")), source=f"{text}.yaml")
 
 
-def dump_run_config(model: ModelConfig, train: TrainConfig) -> str:
-    return yaml.safe_dump({"model": model.to_dict(), "train": train.to_dict()}, sort_keys=False, allow_unicode=True)
+def dump_run_config(model: ModelConfig, train: TrainConfig, data: Mapping[str, Any] | None = None) -> str:
+    """A run's config.yaml: its settings, and what its training data measured (a record, never read back)."""
+    run = {"model": model.to_dict(), "train": train.to_dict()}
+    if data is not None:
+        run["data"] = dict(data)
+    return yaml.safe_dump(run, sort_keys=False, allow_unicode=True)

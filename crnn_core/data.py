@@ -304,20 +304,25 @@ class Preprocess:
 
     def load(self, path: str | Path) -> np.ndarray:
         """Decode and preprocess one image file; raises ImageError naming the file."""
+        return self.read(path)[0]
+
+    def read(self, path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """`load`, and the image's own (width, height) upright, before resizing (for data statistics)."""
         try:
             if os.path.getsize(path) == 0:
                 raise ImageError(f"{path}: empty file (0 bytes)")
             with Image.open(path) as image:
+                w, h = image.size
+                # Stored turned by 90 degrees (EXIF orientation 5-8). Only JPEG is asked, as before:
+                # other formats rarely carry it, and then only the statistics see the size turned.
+                turned = image.format == "JPEG" and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
                 if image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when the result is much smaller anyway.
-                    w, h = image.size
                     mode = "L" if self.channels == 1 else "RGB"
-                    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
-                        image.draft(mode, (self.height, self.target_width(h, w)))
-                    else:
-                        image.draft(mode, (self.target_width(w, h), self.height))
+                    image.draft(mode, (self.height, self.target_width(h, w)) if turned
+                                else (self.target_width(w, h), self.height))
                 check_pixel_limit(path, image.size)
-                return self.from_pil(image)
+                return self.from_pil(image), ((h, w) if turned else (w, h))
         except ImageError:
             raise
         except FileNotFoundError:
@@ -376,25 +381,36 @@ def check_pixel_limit(path: str | Path, size: tuple[int, int]) -> None:
 def load_all(paths: Sequence[Path], preprocess: Preprocess, threads: int = 2,
              on_progress: Callable[[int], None] | None = None) -> tuple[list[np.ndarray | None], list[Problem]]:
     """Decode every image once (Pillow releases the GIL, so threads overlap decoding)."""
+    arrays, _, problems = read_all(paths, preprocess, threads, on_progress)
+    return arrays, problems
 
-    def one(path: Path) -> np.ndarray | Problem:
+
+def read_all(paths: Sequence[Path], preprocess: Preprocess, threads: int = 2,
+             on_progress: Callable[[int], None] | None = None
+             ) -> tuple[list[np.ndarray | None], list[tuple[int, int] | None], list[Problem]]:
+    """`load_all`, with each image's own (width, height) before resizing (None where it failed)."""
+
+    def one(path: Path) -> tuple[np.ndarray, tuple[int, int]] | Problem:
         try:
-            return preprocess.load(path)
+            return preprocess.read(path)
         except ImageError as exc:
             return Problem(str(path), str(exc).removeprefix(f"{path}: "))
 
     arrays: list[np.ndarray | None] = []
+    sizes: list[tuple[int, int] | None] = []
     problems: list[Problem] = []
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for i, result in enumerate(pool.map(one, paths, chunksize=32), start=1):
             if isinstance(result, Problem):
                 problems.append(result)
                 arrays.append(None)
+                sizes.append(None)
             else:
-                arrays.append(result)
+                arrays.append(result[0])
+                sizes.append(result[1])
             if on_progress is not None and (i % 64 == 0 or i == len(paths)):
                 on_progress(i)
-    return arrays, problems
+    return arrays, sizes, problems
 
 
 def pad_right(array: np.ndarray, width: int) -> np.ndarray:

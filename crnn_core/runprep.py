@@ -19,7 +19,8 @@ import numpy as np
 
 from .alphabet import Alphabet
 from .config import ModelConfig, TrainConfig, resolve_run_config
-from .data import Dataset, Preprocess, Problem, load_all, split_dataset
+from .data import Dataset, Preprocess, Problem, read_all, split_dataset
+from .datastats import DataStats, data_stats
 from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
 from .heads import head_for
@@ -98,19 +99,21 @@ def _check_run_dir(run_dir: Path, force: bool) -> None:
 class Prepared:
     """A split decoded once into memory: uint8 arrays, texts, encoded targets."""
 
-    def __init__(self, arrays: list[np.ndarray], texts: list[str], paths: list[Path], origins: list[str] | None = None):
+    def __init__(self, arrays: list[np.ndarray], texts: list[str], paths: list[Path], origins: list[str] | None = None,
+                 *, sizes: list[tuple[int, int]]):
         self.arrays = arrays
         self.texts = texts
         self.paths = paths
         self.origins = origins or [str(p) for p in paths]  # label file:line, for messages
         self.widths = [a.shape[1] for a in arrays]
+        self.sizes = sizes  # each image's own (width, height), before resizing (data statistics)
         self.targets: list[list[int]] = []
 
     def __len__(self) -> int:
         return len(self.arrays)
 
     def keep(self, indices: list[int]) -> None:
-        for name in ("arrays", "texts", "paths", "origins", "widths"):
+        for name in ("arrays", "texts", "paths", "origins", "widths", "sizes"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in indices])
 
@@ -118,12 +121,12 @@ class Prepared:
 def _decode_split(dataset: Dataset, preprocess: Preprocess, threads: int, emit: Callback,
                   split: str) -> tuple[Prepared, list[Problem]]:
     total = len(dataset.samples)
-    arrays, problems = load_all([s.path for s in dataset.samples], preprocess, threads,
-                                lambda done: emit("loading", {"split": split, "done": done, "total": total}))
+    arrays, sizes, problems = read_all([s.path for s in dataset.samples], preprocess, threads,
+                                       lambda done: emit("loading", {"split": split, "done": done, "total": total}))
     keep = [i for i, a in enumerate(arrays) if a is not None]
     samples = [dataset.samples[i] for i in keep]
     prepared = Prepared([arrays[i] for i in keep], [s.text for s in samples], [s.path for s in samples],
-                        [s.origin or str(s.path) for s in samples])
+                        [s.origin or str(s.path) for s in samples], sizes=[sizes[i] for i in keep])
     return prepared, problems
 
 
@@ -134,6 +137,7 @@ class RunData:
     alphabet: Alphabet
     model_config: ModelConfig  # with what the data decides filled in (the softmax head's L)
     skipped: list[Problem]
+    stats: DataStats  # the training images as read (datastats.py), before unlearnable labels are dropped
 
 
 def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
@@ -148,6 +152,7 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     head = head_for(plan.model_config)
     model_config = head.resolve(plan.model_config, train_data.texts + val_data.texts)
     _refuse_too_long_for_head(train_data, val_data, model_config, plan.data)
+    stats = training_stats(train_data, preprocess, model_config)
     dropped = _drop_unlearnable(train_data, alphabet, model_config)
     skipped = train_set.problems + val_set.problems + train_bad + val_bad + dropped
     if skipped:
@@ -157,7 +162,14 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
                            f"({len(skipped)} skipped, first: {skipped[0] if skipped else '-'})")
     if len(val_data) == 0:
         raise DatasetError(f"{plan.val or plan.data}: no usable validation samples")
-    return RunData(train_data, val_data, alphabet, model_config, skipped)
+    emit("data", stats.to_dict())
+    return RunData(train_data, val_data, alphabet, model_config, skipped, stats)
+
+
+def training_stats(train: Prepared, preprocess: Preprocess, config: ModelConfig) -> DataStats:
+    """Heights as read, widths at the model height, and the time steps the model reads each image with."""
+    return data_stats([h for _, h in train.sizes], [preprocess.target_width(w, h) for w, h in train.sizes],
+                      train.texts, train.widths, [config.time_steps(w) for w in train.widths], preprocess.height)
 
 
 def _plan_alphabet(plan: RunPlan, train_data: Prepared, init_alphabet: str) -> Alphabet:

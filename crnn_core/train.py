@@ -23,6 +23,7 @@ from torch import nn
 
 from . import __version__, distributed
 from .augment import augment_batch
+from .averaging import weight_average
 from .calibration import Calibration, fit
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .cpushare import CpuShare
@@ -237,8 +238,9 @@ def train(data: str | Path | None, out_dir: str | Path | None, model_config: Mod
     With `init`, the model's architecture and preprocessing are used and `init_alphabet`
     (union, new, keep) says how its alphabet meets the data's (see finetune.py). A folder
     that already holds a model is replaced only with `force`. `on_event(kind, info)` receives
-    progress ("loading", "skipped", "finetune", "start", "step", "threads", "epoch", "calibrated",
-    "stop", "warning");
+    progress ("loading", "skipped", "data", "finetune", "start", "step", "threads", "epoch", "calibrated",
+    "stop", "warning"); "data" carries the training images' statistics (datastats.DataStats.to_dict),
+    also written under `data:` in config.yaml.
     `should_stop()` is polled between steps for a clean stop (e.g. on SIGINT).
     """
     emit: Callback = on_event or (lambda kind, info: None)
@@ -305,6 +307,9 @@ class Trainer:
     def _set_up_optimisation(self) -> None:
         self.net: nn.Module = self.model
         self.ddp_frozen = False
+        # The unwrapped module's weights, averaged after each step (decay 0: the model itself);
+        # what is validated and saved as best.pt. Copied before DDP wraps the model.
+        self.average = weight_average(self.model, self.config.ema)
         if self.ctx.enabled:
             self.net = self._wrap_ddp()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
@@ -329,6 +334,7 @@ class Trainer:
         self.model.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
+        self.average.load_state_dict(saved.get("average"))  # older checkpoints have none
         _set_rng_state(saved["rng"], self.np_rng)
         rank_states = saved["rng"].get("augment")
         if self.ctx.enabled and rank_states and len(rank_states) == self.ctx.world:
@@ -366,7 +372,7 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.yaml",
-                               dump_run_config(self.model_config, self.config).encode())
+                               dump_run_config(self.model_config, self.config, self.data.stats.to_dict()).encode())
         self.emit("start", {
             "run_dir": str(self.run_dir), "epochs": self.config.epochs, "start_epoch": self.state.epoch + 1,
             "steps_per_epoch": self.steps_per_epoch, "train_samples": len(self.data.train),
@@ -459,6 +465,7 @@ class Trainer:
         finite = bool(torch.isfinite(grad_norm))
         if finite:  # a NaN gradient would poison every weight
             self.scaler.step(self.optimizer)
+            self.average.update(self.model)
         self.scaler.update()
         return loss.item() if finite else None
 
@@ -472,12 +479,16 @@ class Trainer:
                 f"in a row gave a non-finite loss or gradient (try a lower --lr, or check the data); {kept}")
 
     def validate(self) -> Scores:
-        """Scores on the validation set; each rank reads its share with rank 0's weights and statistics."""
+        """Scores of the weights best.pt would keep (the averaged ones with `ema`) on the validation set;
+        each rank reads its share with rank 0's weights and statistics."""
         started = time.monotonic()
-        ctx, val = self.ctx, self.data.val
-        ctx.sync_buffers(self.model)
+        ctx, val, model = self.ctx, self.data.val, self.average.model
+        # Rank 0's statistics in the trained model (the rank digests compare it) and in the averaged
+        # one that is validated (the same module when not averaging).
+        for module in dict.fromkeys((self.model, model)):
+            ctx.sync_buffers(module)
         mine = range(ctx.rank, len(val), ctx.world)
-        predictions = recognize_arrays(self.model, [val.arrays[i] for i in mine], self.data.alphabet.decode,
+        predictions = recognize_arrays(model, [val.arrays[i] for i in mine], self.data.alphabet.decode,
                                        batch_size=64, device=self.device)
         scores = score([val.texts[i] for i in mine], [p.text for p in predictions])
         if ctx.enabled:
@@ -501,12 +512,12 @@ class Trainer:
             record["processes"] = self.ctx.world
         self.state.history.append(record)
         improved = self.state.record(scores, epoch, partial)
-        if improved and not weights_finite(self.model):
+        if improved and not weights_finite(self.average.model):
             improved = False  # never a best.pt of NaN weights, whatever the scores say
             self.emit("warning", {"message": f"epoch {epoch}: the weights are not finite; best.pt is not updated"})
         info = self._train_info(epoch)
         if improved and self.ctx.is_main:
-            save_model(self.run_dir / "best.pt", self.model, self.data.alphabet, self.preprocess, info)
+            save_model(self.run_dir / "best.pt", self.average.model, self.data.alphabet, self.preprocess, info)
         self.checkpoint(epoch - 1 if partial else epoch, info, outcome.partial if partial else None)
         self.emit("epoch", dict(record, best_epoch=self.state.best["epoch"], improved=improved))
         release_free_memory()
@@ -547,7 +558,8 @@ class Trainer:
         state = TrainState(epoch_done, self.state.best, self.state.bad_epochs, self.state.history,
                            self.clock.used(), partial)
         save_checkpoint(self.run_dir / "last.pt", self.model, self.data.alphabet, self.preprocess, info, dict(
-            state.state_dict(), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), rng=rng))
+            state.state_dict(), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), rng=rng,
+            average=self.average.state_dict()))
         _write_metrics(self.run_dir / "metrics.jsonl", self.state.history)
         self.curves.update(self.state.history)  # never raises
 

@@ -66,3 +66,22 @@ def test_a_distributed_run_resumes(two_process_run, tmp_path):
     history = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert "2 processes in sync" in result.stderr
+
+
+def test_two_processes_average_the_unwrapped_model(tiny_data, tmp_path):
+    import torch
+
+    from crnn_core.modelfile import read_payload
+
+    run = tmp_path / "run"
+    result = crnn("train", tiny_data, "--model", "crnn-tiny", "--nproc", "2", "--ema", "0.9", "--epochs", "1",
+                  "--batch-size", "8", "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert "2 processes in sync" in result.stderr
+    last = read_payload(run / "last.pt")
+    best = read_payload(run / "best.pt")["state_dict"]
+    average = last["state"]["average"]
+    assert int(average["n_averaged"]) == 3  # 48 images, batches of 8, shared by 2: 3 steps
+    # weights named as the model's own (no DDP "module." of its own), equal to best.pt, unlike the raw ones
+    assert all(torch.equal(best[k], average["module." + k]) for k in best)
+    assert any(not torch.equal(best[k], last["state_dict"][k]) for k in best if best[k].is_floating_point())

@@ -80,6 +80,17 @@ def test_config_file_values_are_checked_with_the_key_and_file_named(tiny_data, t
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_an_option_overrides_the_same_setting_in_a_config_file(tiny_data, tmp_path, capfd):
+    # `crnn train --config run/config.yaml --epochs 1` was an "unexpected TypeError" (a key given twice)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"train": {"epochs": 3, "lr": 0.01, "threads": 2}}))
+    code, out, err = run_cli("train", tiny_data, "--model", "crnn-tiny", "--config", config, "--epochs", "1",
+                             "--out", tmp_path / "run", capfd=capfd)
+    assert code == 0, err
+    settings = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert (settings["epochs"], settings["lr"]) == (1, 0.01)
+
+
 def test_yaml_scientific_notation_without_a_dot_is_a_number(tmp_path):
     # YAML 1.1 reads `1e-3` as a string; a user meant the number.
     assert TrainConfig.from_dict({"lr": "1e-3"}).lr == 0.001
@@ -284,7 +295,7 @@ def test_data_check_does_not_import_torch(tiny_data):
 ODD_VALUES = ["0", "-1", "1", "2", "8", "33", "1025", "1000000000", "-1000000000", "nan", "inf", "-inf", "",
               "abc", "1e-3", "3.5", "0x10", " 3", "1e400", "all", "cuda", "tpu", "cuda:7", "cpu"]
 TRAIN_OPTIONS = ["--epochs", "--max-minutes", "--batch-size", "--lr", "--height", "--max-length", "--device",
-                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head"]
+                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head", "--ema"]
 YAML_VALUES = [-5, 0, 1, 2, 2.5, 1e12, "3", "fast", "", True, False, None, [], {}, [1, 2], math.nan, math.inf,
                -math.inf, "1e-3", "all", "heavy", "bf16"]
 

@@ -1,0 +1,75 @@
+"""What a run's training images are like, measured once as they are read: the numbers that
+settings meant to fit the data (input height, time resolution; issue 15) would start from.
+
+Pure arithmetic on numbers training has anyway (no torch, no images): `crnn train` reports
+the result in one line and writes it under `data:` in the run's config.yaml. Nothing here
+decides a setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .heads import ctc_needed_steps
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """Percentiles are numpy's (linear between the nearest ranks); None where there are no images."""
+
+    images: int
+    height_median: float | None  # the images' own heights in px, before resizing
+    height_p10: float | None
+    height_p90: float | None
+    model_height: int  # the height every image is resized to
+    chars_per_px: float | None  # median over images of label characters per px of width at model_height
+    steps_per_px: float | None  # median over images of the time steps (CTC frames) per px the model reads
+    ctc_fill_median: float | None  # CTC steps a label needs (repeats need a blank between) / steps its image gives
+    ctc_fill_p90: float | None
+    ctc_fill_max: float | None  # above 1: some labels cannot be learnt at this resolution (they are skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers, rounded for reading (config.yaml, events)."""
+        def rounded(value: float | None, digits: int) -> float | None:
+            return None if value is None else round(float(value), digits)
+
+        return {"images": self.images, "model_height": self.model_height,
+                "height": {"median": rounded(self.height_median, 1), "p10": rounded(self.height_p10, 1),
+                           "p90": rounded(self.height_p90, 1)},
+                "chars_per_px": rounded(self.chars_per_px, 4), "steps_per_px": rounded(self.steps_per_px, 4),
+                "ctc_fill": {"median": rounded(self.ctc_fill_median, 3), "p90": rounded(self.ctc_fill_p90, 3),
+                             "max": rounded(self.ctc_fill_max, 3)}}
+
+
+def data_stats(heights: Sequence[int], widths: Sequence[int], texts: Sequence[str], read_widths: Sequence[int],
+               steps: Sequence[int], model_height: int) -> DataStats:
+    """Statistics of a split, one entry per image in each sequence.
+
+    `heights`: each image's own height in px; `widths`: its width once resized to
+    `model_height` (the text's own width, no padding); `texts`: its label; `read_widths`: the
+    width the model reads (padded to the preprocessing's multiple); `steps`: the time steps
+    (CTC frames) the architecture gives that width, `ModelConfig.time_steps(read_width)`.
+    """
+    if len({len(heights), len(widths), len(texts), len(read_widths), len(steps)}) != 1:
+        raise ValueError("data_stats: one height, width, text, read width and step count per image")
+    if not heights:
+        return DataStats(0, None, None, None, model_height, None, None, None, None, None)
+    chars = np.asarray([len(t) for t in texts], dtype=np.float64)
+    frames = np.asarray(steps, dtype=np.float64)
+    # an image too narrow for one step needs any label's steps in full: count it against one step, not zero
+    fill = np.asarray([ctc_needed_steps(list(t)) for t in texts], dtype=np.float64) / np.maximum(frames, 1.0)
+    h10, h50, h90 = np.percentile(np.asarray(heights, dtype=np.float64), [10, 50, 90])
+    return DataStats(
+        images=len(heights), height_median=float(h50), height_p10=float(h10), height_p90=float(h90),
+        model_height=model_height, chars_per_px=float(np.median(chars / _positive(widths))),
+        steps_per_px=float(np.median(frames / _positive(read_widths))),
+        ctc_fill_median=float(np.median(fill)), ctc_fill_p90=float(np.percentile(fill, 90)),
+        ctc_fill_max=float(fill.max()))
+
+
+def _positive(widths: Sequence[int]) -> np.ndarray:
+    return np.maximum(np.asarray(widths, dtype=np.float64), 1.0)
