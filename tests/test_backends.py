@@ -126,28 +126,49 @@ def test_cli_backend_errors_are_one_line(tmp_path):
         assert "Traceback" not in result.stderr
 
 
-def test_bundled_onnx_twin_is_made_from_the_bundled_model_and_reads_like_it():
-    """models/codes-fast.onnx must be re-exported whenever codes-fast.pt is retrained."""
+PRINTED = SAMPLE / "printed"
+
+
+@pytest.mark.parametrize("name", ["codes-fast", "latin-print"])
+def test_bundled_onnx_twin_is_made_from_the_bundled_model_and_reads_like_it(name):
+    """models/NAME.onnx must be re-exported whenever NAME.pt is retrained."""
     import hashlib
 
     from crnn_core.config import bundled_dir
     from crnn_core.onnx_runner import OnnxRunner, bundled_onnx
     from crnn_core.recognizer import Recognizer
 
-    twin = bundled_onnx(None)
-    assert twin is not None and twin.name == "codes-fast.onnx"
+    twin = bundled_onnx(name)
+    assert twin is not None and twin.name == f"{name}.onnx"
     meta = OnnxRunner(twin, None).session.get_modelmeta().custom_metadata_map
-    pt = Path(str(bundled_dir())) / "codes-fast.pt"
+    pt = Path(str(bundled_dir())) / f"{name}.pt"
     assert meta["crnn.source_sha256"] == hashlib.sha256(pt.read_bytes()).hexdigest(), \
-        "re-export: crnn export codes-fast --format onnx --out models/codes-fast.onnx"
-    paths, _ = val_images(40)
-    fast = Recognizer(backend="auto")
+        f"re-export: crnn export {name} --format onnx --out models/{name}.onnx"
+    paths = val_images(40)[0] if name == "codes-fast" else sorted(map(str, PRINTED.glob("*.png")))
+    fast = Recognizer(name, backend="auto")
     assert fast.backend == "onnx" and isinstance(fast.runner, OnnxRunner) and fast.calibration is not None
-    eager = Recognizer(backend="torch")
+    eager = Recognizer(name, backend="torch")
     got, want = list(fast.predict_paths(paths)), list(eager.predict_paths(paths))
     assert [p.text for p in got] == [p.text for p in want]
     assert max(abs(a.confidence - b.confidence) for a, b in zip(got, want)) < 1e-3
     assert max(abs(a.p_correct - b.p_correct) for a, b in zip(got, want)) < 1e-3
+
+
+def test_the_default_model_reads_printed_lines_it_never_trained_on():
+    """`crnn predict img.png` without --model: the bundled latin-print, from its ONNX twin, on
+    sample_data/printed (rendered in font families held out of its training)."""
+    from crnn_core.metrics import char_errors
+    from crnn_core.onnx_runner import bundled_onnx
+
+    assert bundled_onnx(None).name == "latin-print.onnx"
+    paths = sorted(PRINTED.glob("*.png"))
+    result = subprocess.run([*CRNN, "predict", *map(str, paths)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    truth = [p.with_suffix(".gt.txt").read_text(encoding="utf-8").strip() for p in paths]
+    read = result.stdout.splitlines()
+    assert len(read) == len(truth)
+    errors = sum(char_errors(b, a) for a, b in zip(read, truth))
+    assert errors <= 0.05 * sum(map(len, truth)), list(zip(read, truth))
 
 
 def test_auto_backend_uses_torch_where_onnx_does_not_apply(tmp_path):

@@ -64,9 +64,10 @@ def test_a_plain_state_dict_is_not_a_model_file(tmp_path):
 
 def test_bundled_default_model_resolves_and_loads():
     path = resolve_model(None)
-    assert path.name == "codes-fast.pt" and path.is_file()
+    assert path.name == "latin-print.pt" and path.is_file()
     loaded = load_model(None)
-    assert set("0123456789") <= set(loaded.alphabet.chars)
+    assert set("0123456789 .,;:!?()'\"-/") | set("ABCXYZabcxyzäéßñç€") <= set(loaded.alphabet.chars)
+    assert resolve_model("codes-fast").name == "codes-fast.pt"  # still bundled, by name
 
 
 def test_run_folder_resolves_to_best(tiny_model):

@@ -12,13 +12,13 @@ def test_an_image_reads_the_same_alone_or_in_a_batch(tiny_model):
         assert abs(a.confidence - b.confidence) < 1e-5
 
 
-def test_bundled_default_model_reads_sample_images():
+def test_bundled_codes_model_reads_sample_images():
     from pathlib import Path
 
     from crnn_core.data import discover
 
     samples = discover(Path(__file__).resolve().parents[1] / "sample_data" / "sidecar").samples
-    recognizer = Recognizer()  # the bundled codes-fast
+    recognizer = Recognizer("codes-fast")
     results = list(recognizer.predict_paths([s.path for s in samples]))
     assert [r.path for r in results] == [str(s.path) for s in samples]
     correct = sum(r.text == s.text for r, s in zip(results, samples))

@@ -26,7 +26,7 @@ from crnn_core.errors import ModelFileError
 from crnn_core.modelfile import load_model, resolve_model
 
 CRNN = [sys.executable, "-m", "crnn_core.cli.app"]
-BUNDLED = resolve_model(None)  # codes-fast.pt: a real model file, no training needed
+BUNDLED = resolve_model("codes-fast")  # a real model file, no training needed
 BUNDLED_ONNX = BUNDLED.with_suffix(".onnx")
 
 
