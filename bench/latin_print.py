@@ -197,19 +197,19 @@ def make_finetune(out: Path) -> None:
         (out / split / "labels.tsv").write_text("".join(lines), encoding="utf-8")
 
 
-def finetune(data: Path, minutes: list[float], runs: Path) -> list[dict]:
+def finetune(data: Path, minutes: list[float], runs: Path, extra_args: list[str]) -> list[dict]:
     rows = []
     for budget in minutes:
         for start, extra in (("scratch (defaults)", []), ("--init latin-print", ["--init", "latin-print"])):
-            run = runs / f"{'init' if extra else 'scratch'}-{budget:g}"
+            run = runs / f"{'init' if extra else 'scratch'}-{budget:g}{'-long' if extra_args else ''}"
             started = time.monotonic()
             subprocess.run([*CRNN, "train", str(data), "--out", str(run), "--force", "--max-minutes", str(budget),
-                            *extra], check=True, capture_output=True)
+                            *extra, *extra_args], check=True, capture_output=True)
             wall = time.monotonic() - started
             scores = json.loads(subprocess.run([*CRNN, "eval", str(run / "best.pt"), str(data / "test"), "--json", "-"],
                                                capture_output=True, text=True, check=True).stdout)
             epochs = len((run / "metrics.jsonl").read_text().splitlines())
-            rows.append({"budget_min": budget, "start": start, "accuracy": scores["accuracy"], "cer": scores["cer"],
+            rows.append({"budget_min": budget, "start": start, "train_args": extra_args, "accuracy": scores["accuracy"], "cer": scores["cer"],
                          "samples": scores["samples"], "epochs": epochs, "wall_s": round(wall, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -232,6 +232,7 @@ def main() -> None:
     f.add_argument("--minutes", default="5,15")
     f.add_argument("--runs", type=Path, default=Path("bench-out/latin/finetune-runs"))
     f.add_argument("--json", type=Path, required=True)
+    f.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then extra `crnn train` arguments for every run")
     args = parser.parse_args()
     if args.command == "fonts":
         print("\n".join(map(str, font_lists(args.out))))
@@ -242,7 +243,8 @@ def main() -> None:
     elif args.command == "finetune-data":
         make_finetune(args.out)
     else:
-        rows = finetune(args.data, [float(m) for m in args.minutes.split(",")], args.runs)
+        extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+        rows = finetune(args.data, [float(m) for m in args.minutes.split(",")], args.runs, extra)
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
