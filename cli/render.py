@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from crnn_core.config import UNTIL_BUDGET
 from crnn_core.heads import head_for
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -112,6 +113,12 @@ class TrainDisplay:
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
+    def _fitted(self, info: dict[str, Any]) -> None:
+        if info["height"] != info["architecture_height"]:
+            note(f"input height {info['height']} px, fitted to the training images' median height of "
+                 f"{info['median_height']:g} px (the architecture's is {info['architecture_height']}; "
+                 "--height chooses another)")
+
     def _data(self, info: dict[str, Any]) -> None:
         height, fill = info["height"], info["ctc_fill"]
         note(f"data: {info['images']} training images, height {height['median']:g} px median "
@@ -138,7 +145,8 @@ class TrainDisplay:
              f"run folder {info['run_dir']}")
 
     def _step(self, info: dict[str, Any]) -> None:
-        description = f"epoch {info['epoch']}/{self.epochs}"
+        # a budgeted run without --epochs goes on until the clock stops it (config.UNTIL_BUDGET)
+        description = f"epoch {info['epoch']}" + (f"/{self.epochs}" if self.epochs < UNTIL_BUDGET else "")
         if self.task is None:
             self.task = self.progress.add_task(description, total=info["steps"], info="")
         self.progress.update(self.task, description=description, completed=info["step"], total=info["steps"],

@@ -2,8 +2,9 @@
 settings meant to fit the data (input height, time resolution; issue 15) would start from.
 
 Pure arithmetic on numbers training has anyway (no torch, no images): `crnn train` reports
-the result in one line and writes it under `data:` in the run's config.yaml. Nothing here
-decides a setting.
+the result in one line and writes it under `data:` in the run's config.yaml.
+`fitted_height` is the one setting decided from them: the input height of a run whose
+architecture is a bundled one.
 """
 
 from __future__ import annotations
@@ -73,3 +74,19 @@ def data_stats(heights: Sequence[int], widths: Sequence[int], texts: Sequence[st
 
 def _positive(widths: Sequence[int]) -> np.ndarray:
     return np.maximum(np.asarray(widths, dtype=np.float64), 1.0)
+
+
+def fitted_height(median_height: float | None, default: int) -> int:
+    """The input height for images whose own heights have this median, given the architecture's.
+
+    Images clearly taller than the architecture expects (median above 1.25 times its height)
+    are read at the median height rounded to a multiple of 16, at most 1.5 times the default
+    (48 px for the bundled 32): captchas 60 px
+    high squeezed to 32 px lose their thin, warped strokes, and a taller input also gives a
+    dense line more CTC steps (the width grows with the height). The cap bounds the cost: a
+    1.5x height costs about 2.25x the compute per image. Shorter images keep the default:
+    upscaling adds no detail.
+    """
+    if median_height is None or median_height <= default * 1.25:
+        return default  # images of about the architecture's height are read at it, whatever its rounding
+    return int(min(max(default, 16 * round(median_height / 16)), default * 3 // 2))

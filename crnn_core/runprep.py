@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from .alphabet import Alphabet
-from .config import ModelConfig, TrainConfig, resolve_run_config
-from .data import Dataset, Preprocess, Problem, read_all, split_dataset
-from .datastats import DataStats, data_stats
+from .config import ModelConfig, TrainConfig, height_from_architecture, resolve_run_config, with_height
+from .data import Dataset, Preprocess, Problem, header_heights, read_all, split_dataset
+from .datastats import DataStats, data_stats, fitted_height
 from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
 from .heads import head_for
@@ -47,6 +47,7 @@ class RunPlan:
     saved: dict[str, Any] = field(default_factory=dict)  # a resumed checkpoint's "state" (with its weights)
     init_model: LoadedModel | None = None
     init_name: str | None = None  # --init as the user gave it (a file, run folder or bundled name)
+    fit_height: bool = False  # the input height is a bundled architecture's default: the data may decide it
 
 
 def plan_run(data: Any, out_dir: Any, model: ModelConfig | str | None, train: TrainConfig | None, val: Any,
@@ -81,7 +82,8 @@ def plan_run(data: Any, out_dir: Any, model: ModelConfig | str | None, train: Tr
     # Fine-tuning reads images exactly as the initial model was trained to, never re-guessed.
     return RunPlan(run_dir, data, val, labels, model_config, train_config,
                    preprocess=init_model.preprocess if init_model else None, init_model=init_model,
-                   init_name=str(init) if init is not None else None)
+                   init_name=str(init) if init is not None else None,
+                   fit_height=init is None and height_from_architecture(model, config_file, model_flags))
 
 
 def _check_run_dir(run_dir: Path, force: bool) -> None:
@@ -138,11 +140,17 @@ class RunData:
     model_config: ModelConfig  # with what the data decides filled in (the softmax head's L)
     skipped: list[Problem]
     stats: DataStats  # the training images as read (datastats.py), before unlearnable labels are dropped
+    fitted: dict[str, Any] | None = None  # the input height the data decided (fit_input_height), if it could
+
+    def record(self) -> dict[str, Any]:
+        """What config.yaml keeps under `data:`."""
+        return {**self.stats.to_dict(), **({"fitted": self.fitted} if self.fitted else {})}
 
 
 def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     """Both splits decoded, the alphabet planned, unlearnable labels dropped with a reason."""
     train_set, val_set = split_dataset(plan.data, plan.val, plan.labels, plan.train_config.val_fraction)
+    fitted = fit_input_height(plan, train_set, emit) if plan.fit_height else None
     preprocess = plan.preprocess or preprocess_for(plan.model_config)
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
@@ -163,7 +171,20 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     if len(val_data) == 0:
         raise DatasetError(f"{plan.val or plan.data}: no usable validation samples")
     emit("data", stats.to_dict())
-    return RunData(train_data, val_data, alphabet, model_config, skipped, stats)
+    return RunData(train_data, val_data, alphabet, model_config, skipped, stats, fitted)
+
+
+def fit_input_height(plan: RunPlan, train_set: Dataset, emit: Callback) -> dict[str, Any]:
+    """Set the plan's input height from its training images' own heights (datastats.fitted_height)."""
+    heights = header_heights([s.path for s in train_set.samples])
+    median = float(np.median(heights)) if heights else None
+    default = plan.model_config.height
+    height = fitted_height(median, default)
+    if height != default:
+        plan.model_config = with_height(plan.model_config, height)
+    fitted = {"height": height, "architecture_height": default, "median_height": median, "looked_at": len(heights)}
+    emit("fitted", fitted)
+    return fitted
 
 
 def training_stats(train: Prepared, preprocess: Preprocess, config: ModelConfig) -> DataStats:

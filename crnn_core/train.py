@@ -372,7 +372,7 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.yaml",
-                               dump_run_config(self.model_config, self.config, self.data.stats.to_dict()).encode())
+                               dump_run_config(self.model_config, self.config, self.data.record()).encode())
         self.emit("start", {
             "run_dir": str(self.run_dir), "epochs": self.config.epochs, "start_epoch": self.state.epoch + 1,
             "steps_per_epoch": self.steps_per_epoch, "train_samples": len(self.data.train),

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from crnn_core.averaging import EmaWeights, RawWeights, weight_average
+from crnn_core.averaging import EmaWeights, RawWeights, warmed_decay, weight_average
 from crnn_core.config import TrainConfig, load_model_config
 from crnn_core.modelfile import read_payload
 from crnn_core.train import Trainer, train
@@ -34,6 +34,7 @@ def _set(model: Tiny, weight: list[float], running: float) -> None:
 
 
 def test_the_update_rule_by_hand():
+    # decay after n earlier updates: min(0.9, (1 + n) / (10 + n)), i.e. 2/11, then 3/12, then 4/13
     model = Tiny()
     average = weight_average(model, 0.9)
     assert isinstance(average, EmaWeights) and average.model is not model
@@ -41,18 +42,25 @@ def test_the_update_rule_by_hand():
     average.update(model)  # the first update copies
     assert average.model.weight.tolist() == [3.0, 4.0]
     _set(model, [5.0, 0.0], 8.0)
-    average.update(model)  # 0.9 * [3, 4] + 0.1 * [5, 0]
-    assert average.model.weight.tolist() == pytest.approx([3.2, 3.6], abs=1e-6)
+    average.update(model)  # 2/11 * [3, 4] + 9/11 * [5, 0]
+    assert average.model.weight.tolist() == pytest.approx([51 / 11, 8 / 11], abs=1e-6)
     _set(model, [1.0, 1.0], 9.0)
-    average.update(model)  # 0.9 * [3.2, 3.6] + 0.1 * [1, 1]
-    assert average.model.weight.tolist() == pytest.approx([2.98, 3.34], abs=1e-6)
+    average.update(model)  # 3/12 * [51/11, 8/11] + 9/12 * [1, 1]
+    second = [0.25 * 51 / 11 + 0.75, 0.25 * 8 / 11 + 0.75]
+    assert average.model.weight.tolist() == pytest.approx(second, abs=1e-6)
     assert average.model.running.tolist() == [9.0]  # buffers are copied, not averaged
     assert model.weight.tolist() == [1.0, 1.0]  # the trained model is left alone
     restored = weight_average(Tiny(), 0.9)
     restored.load_state_dict(average.state_dict())
     _set(model, [0.0, 0.0], 1.0)
-    restored.update(model)  # continues the average: 0.9 * [2.98, 3.34]
-    assert restored.model.weight.tolist() == pytest.approx([2.682, 3.006], abs=1e-6)
+    restored.update(model)  # continues the average and its count: 4/13 * second
+    assert restored.model.weight.tolist() == pytest.approx([4 / 13 * v for v in second], abs=1e-6)
+
+
+def test_the_warm_up_reaches_the_decay_and_stays():
+    assert [warmed_decay(0.999, n) for n in (0, 1, 90)] == pytest.approx([0.1, 2 / 11, 0.91])
+    assert warmed_decay(0.9, 78) < 0.9 and warmed_decay(0.9, 81) == 0.9 == warmed_decay(0.9, 10**6)
+    assert warmed_decay(0.999, 8_988) < 0.999 and warmed_decay(0.999, 8_992) == 0.999
 
 
 def test_decay_zero_is_the_model_itself():
@@ -89,8 +97,9 @@ def test_best_pt_holds_the_averaged_weights(tiny_data, tmp_path, monkeypatch, ca
     best = read_payload(run / "best.pt")["state_dict"]
     assert len(snapshots) == 3  # 48 images, batches of 16
     expected = dict(snapshots[0])
-    for raw in snapshots[1:]:
-        expected = {k: 0.9 * expected[k] + 0.1 * v if v.is_floating_point() else v for k, v in raw.items()}
+    for n, raw in enumerate(snapshots[1:], start=1):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * v if v.is_floating_point() else v for k, v in raw.items()}
     last = snapshots[-1]
     for key, value in best.items():
         if "running" in key or "num_batches" in key:  # batch-norm statistics: the trained model's, copied
@@ -144,13 +153,13 @@ def test_checkpoints_without_an_average_still_resume(tiny_data, tmp_path):
 
 def test_averaging_never_changes_the_training_itself(tiny_data, tmp_path):
     config = load_model_config("crnn-tiny")
-    plain = train(tiny_data, tmp_path / "plain", config, TrainConfig(epochs=2, **TINY))
+    default = train(tiny_data, tmp_path / "default", config, TrainConfig(epochs=2, **TINY))
     zero = train(tiny_data, tmp_path / "zero", config, TrainConfig(epochs=2, ema=0.0, **TINY))
     averaged = train(tiny_data, tmp_path / "ema", config, TrainConfig(epochs=2, ema=0.9, **TINY))
-    losses = [[h["train_loss"] for h in r.history] for r in (plain, zero, averaged)]
+    assert TrainConfig().ema == 0.999  # on by default (issue 15)
+    losses = [[h["train_loss"] for h in r.history] for r in (default, zero, averaged)]
     assert losses[0] == losses[1] == losses[2]  # bit for bit: the average is never trained
-    assert [h["val_cer"] for h in plain.history] == [h["val_cer"] for h in zero.history]
-    raw = [read_payload(tmp_path / name / "last.pt")["state_dict"] for name in ("plain", "zero", "ema")]
+    raw = [read_payload(tmp_path / name / "last.pt")["state_dict"] for name in ("default", "zero", "ema")]
     assert all(torch.equal(raw[0][k], raw[1][k]) and torch.equal(raw[0][k], raw[2][k]) for k in raw[0])
     assert read_payload(tmp_path / "zero" / "last.pt")["state"]["average"] is None
 

@@ -103,7 +103,9 @@ def test_train_reports_the_data_in_one_line_and_in_config_yaml(mixed_heights, tm
                              "--out", run, capfd=capfd)
     assert code == 0, err
     monkeypatch.undo()
-    assert all(opened[str(mixed_heights / "train" / f"{i}.png")] == 1 for i in range(10)), opened  # decoded once
+    # opened twice: its header once (the input height is fitted from the sizes alone), decoded once
+    assert all(opened[str(mixed_heights / "train" / f"{i}.png")] == 2 for i in range(10)), opened
+    assert all(opened[str(mixed_heights / "val" / f"{i}.png")] == 1 for i in range(2, 4)), opened
     lines = [line for line in err.splitlines() if line.startswith("data: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith("data: 10 training images, height 38 px median (p10 23.6, p90 52.4), read at 32 px")

@@ -261,7 +261,7 @@ def test_non_finite_weights_are_never_saved_as_best(tiny_data, tmp_path, monkeyp
     real_validate = Trainer.validate
 
     def poisoned_validate(self):
-        next(self.model.parameters()).data.fill_(math.nan)
+        next(self.average.model.parameters()).data.fill_(math.nan)  # the weights validated and kept
         return real_validate(self)
 
     monkeypatch.setattr(Trainer, "validate", poisoned_validate)
