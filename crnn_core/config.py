@@ -520,27 +520,29 @@ def height_from_architecture(model: ModelConfig | str | None, config_file: str |
     then may the data decide it (runprep.fit_input_height)."""
     if (model_flags or {}).get("height") is not None or not (model is None or isinstance(model, str)):
         return False
-    if model is not None and (str(model).endswith((".yaml", ".yml")) or Path(str(model)).is_file()):
+    if model is not None and _names_a_file(model):
         return False
     return config_file is None or _read_run_file(config_file)[0] is None
 
 
 def with_height(config: ModelConfig, height: int) -> ModelConfig:
     """The architecture read at another height, its widest input scaled alike (the same aspect cap)."""
+    return _with_input(config, config.name, height=height,
+                       max_width=max(1, round(config.max_width * height / config.height)))
+
+
+def _with_input(config: ModelConfig, source: str, **changes: Any) -> ModelConfig:
+    """The architecture with some `input:` settings changed, checked as a file's would be."""
     raw = config.to_dict()
-    max_width = max(1, round(config.max_width * height / config.height))
-    return ModelConfig.from_dict(dict(raw, input=dict(raw["input"], height=height, max_width=max_width)),
-                                 source=config.name)
+    return ModelConfig.from_dict(dict(raw, input=dict(raw["input"], **changes)), source=source)
 
 
 def apply_model_flags(config: ModelConfig, height: int | None = None, head: str | None = None,
                       max_length: int | None = None) -> ModelConfig:
     """The architecture with --height, --head and --max-length applied (train and data check)."""
     if height is not None:
-        raw = config.to_dict()
         try:
-            height = INPUT_SETTINGS["height"].check(height, "--height")
-            config = ModelConfig.from_dict(dict(raw, input=dict(raw["input"], height=height)), source="--height")
+            config = _with_input(config, "--height", height=INPUT_SETTINGS["height"].check(height, "--height"))
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
     if head is not None and head != config.head:
@@ -571,10 +573,16 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read YAML: {str(exc).splitlines()[0]}") from None
 
 
+def _names_a_file(name_or_path: str | Path) -> bool:
+    """An architecture given as a YAML file, not as a bundled config's name."""
+    text = str(name_or_path)
+    return text.endswith((".yaml", ".yml")) or Path(text).is_file()
+
+
 def load_model_config(name_or_path: str | Path) -> ModelConfig:
     """A bundled config by name (`crnn-small`) or a YAML file path."""
     text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+    if _names_a_file(text):
         raw = read_yaml(Path(text))
         if isinstance(raw, dict) and "model" in raw and "backbone" not in raw:
             raw = raw["model"]  # a run directory's config.yaml

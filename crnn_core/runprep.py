@@ -150,15 +150,15 @@ class RunData:
 def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     """Both splits decoded, the alphabet planned, unlearnable labels dropped with a reason."""
     train_set, val_set = split_dataset(plan.data, plan.val, plan.labels, plan.train_config.val_fraction)
-    fitted = fit_input_height(plan, train_set, emit) if plan.fit_height else None
-    preprocess = plan.preprocess or preprocess_for(plan.model_config)
+    config, fitted = fit_input_height(plan.model_config, train_set, emit) if plan.fit_height \
+        else (plan.model_config, None)
+    preprocess = plan.preprocess or preprocess_for(config)
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
     train_data, train_bad = _decode_split(train_set, preprocess, threads, emit, "train")
     val_data, val_bad = _decode_split(val_set, preprocess, threads, emit, "val")
     alphabet = _plan_alphabet(plan, train_data, init_alphabet)
-    head = head_for(plan.model_config)
-    model_config = head.resolve(plan.model_config, train_data.texts + val_data.texts)
+    model_config = head_for(config).resolve(config, train_data.texts + val_data.texts)
     _refuse_too_long_for_head(train_data, val_data, model_config, plan.data)
     stats = training_stats(train_data, preprocess, model_config)
     dropped = _drop_unlearnable(train_data, alphabet, model_config)
@@ -174,17 +174,16 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     return RunData(train_data, val_data, alphabet, model_config, skipped, stats, fitted)
 
 
-def fit_input_height(plan: RunPlan, train_set: Dataset, emit: Callback) -> dict[str, Any]:
-    """Set the plan's input height from its training images' own heights (datastats.fitted_height)."""
+def fit_input_height(config: ModelConfig, train_set: Dataset, emit: Callback) -> tuple[ModelConfig, dict[str, Any]]:
+    """The architecture at the height its training images' own heights ask for (datastats.fitted_height),
+    and that decision as config.yaml records it."""
     heights = header_heights([s.path for s in train_set.samples])
     median = float(np.median(heights)) if heights else None
-    default = plan.model_config.height
-    height = fitted_height(median, default)
-    if height != default:
-        plan.model_config = with_height(plan.model_config, height)
-    fitted = {"height": height, "architecture_height": default, "median_height": median, "looked_at": len(heights)}
+    height = fitted_height(median, config.height)
+    fitted = {"height": height, "architecture_height": config.height, "median_height": median,
+              "looked_at": len(heights)}
     emit("fitted", fitted)
-    return fitted
+    return (with_height(config, height) if height != config.height else config), fitted
 
 
 def training_stats(train: Prepared, preprocess: Preprocess, config: ModelConfig) -> DataStats:
