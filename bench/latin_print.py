@@ -21,7 +21,9 @@ training ranges) and text it never trained on; nothing here was used to tune the
 `eng`, all images in one process, OMP_THREAD_LIMIT=1), each pinned to one core with taskset,
 one after the other on the same crops: CER, exact-line accuracy and lines/s of wall time
 (process start included). Tesseract's typographic output (curly quotes, ligatures, long dashes)
-is mapped to plain characters before scoring (`normalise`), for both readers.
+is mapped to plain characters before scoring (`normalise`), for both readers. `--model` (repeatable)
+compares several models, `--int8` adds each one quantised, `--no-tesseract` leaves Tesseract out;
+every crnn reader is run once untimed on two images first, so a .pt file's ONNX export is not timed.
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ HELD_OUT = re.compile(r"LiberationSerif|URWBookman|FreeMono|NimbusSansNarrow|EBG
                       r"Lato-|Carlito|Caladea|OpenSans", re.IGNORECASE)
 NOT_TEXT = re.compile(r"LinLibertine_I|LinBiolinum_K|Hairline|Thin|D050000L|StandardSymbols|Dingbats|Z003|MathTeXGyre", re.IGNORECASE)
 CRNN = [sys.executable, "-m", "crnn_core.cli.app"]
-# Rendering of the two test sets. Training used `crnn synth`'s defaults (height 32, blur 0-1,
-# noise 0-8, rotate 1.5, JPEG 30-90 with chance 0.3, pad-x 0.05-0.5).
+# Rendering of the three test sets. Training used `crnn synth`'s defaults (height 32, blur 0-1,
+# noise 0-8, rotate 1.5, JPEG 30-90 with chance 0.3, pad-x 0.05-0.5; from the fourth session also
+# word spacing 0.6-1.6 and stretch 0.8-1.15). The sets were made before the spacing knobs existed:
+# NEUTRAL keeps each font's own spacing, so they are made again byte for byte.
+NEUTRAL = ["--word-spacing", "1", "--letter-spacing", "0", "--stretch", "1"]
 SETS = {
     "prose-clean": ["--height", "48", "--font-size", "40-64", "--ink", "0-40", "--paper", "220-255", "--invert", "0",
                     "--texture", "0", "--noise", "0", "--blur", "0", "--jpeg", "0", "--rotate", "0", "--shear", "0",
@@ -123,7 +128,7 @@ def make_heldout(out: Path, count: int) -> None:
                     "--count", str(count), "--seed", "99"], check=True)
     for name, text in (("prose-clean", "prose.txt"), ("mixed-unseen", "mixed.txt"), ("docs-clean-32", "docs.txt")):
         subprocess.run([*CRNN, "synth", str(out / name), "--text", str(out / text), "--count", str(count), "--fonts",
-                        str(held), "--seed", "11", "--val-fraction", "0", "--force", *SETS[name]], check=True)
+                        str(held), "--seed", "11", "--val-fraction", "0", "--force", *SETS[name], *NEUTRAL], check=True)
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -146,11 +151,16 @@ def read_set(folder: Path) -> tuple[list[Path], list[str]]:
     return [folder / "train" / name for name, _ in rows], [text for _, text in rows]
 
 
-def run_crnn(paths: list[Path], model: str) -> tuple[list[str], float]:
+def run_crnn(paths: list[Path], model: str, extra: list[str]) -> tuple[list[str], float]:
+    command = ["taskset", "-c", "0", *CRNN, "predict", "--model", model, "--format", "jsonl", "--threads", "1",
+               *extra, "-"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # once untimed on two images: a model given as a .pt file is exported to ONNX (and quantised) on first use
+    subprocess.run(command, input="".join(f"{p}\n" for p in paths[:2]), capture_output=True, text=True, check=True,
+                   env=env)
     started = time.monotonic()
-    done = subprocess.run(["taskset", "-c", "0", *CRNN, "predict", "--model", model, "--format", "jsonl",
-                           "--threads", "1", "-"], input="".join(f"{p}\n" for p in paths), capture_output=True,
-                          text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, input="".join(f"{p}\n" for p in paths), capture_output=True, text=True,
+                          check=True, env=env)
     wall = time.monotonic() - started
     by_path = {r["path"]: r["text"] for r in map(json.loads, done.stdout.splitlines())}
     return [by_path[str(p)] for p in paths], wall
@@ -169,14 +179,16 @@ def run_tesseract(paths: list[Path], work: Path) -> tuple[list[str], float]:
     return [p.strip() for p in pages], wall
 
 
-def compare(sets: list[Path], model: str) -> list[dict]:
+def compare(sets: list[Path], models: list[str], int8: bool, tesseract: bool) -> list[dict]:
+    readers = [(f"crnn {m}", m, []) for m in models]
+    readers += [(f"crnn {m} int8", m, ["--quantize", "int8"]) for m in models if int8]
     rows = []
     for folder in sets:
         paths, labels = read_set(folder)
-        for reader in ("crnn", "tesseract"):
-            readings, wall = run_crnn(paths, model) if reader == "crnn" else run_tesseract(paths, folder)
-            rows.append({"set": folder.name, "reader": reader if reader == "tesseract" else f"crnn {model}",
-                         **score(labels, readings), "wall_s": round(wall, 2), "lines_per_s": len(paths) / wall})
+        for name, model, extra in readers + ([("tesseract", None, None)] if tesseract else []):
+            readings, wall = run_tesseract(paths, folder) if model is None else run_crnn(paths, model, extra)
+            rows.append({"set": folder.name, "reader": name, **score(labels, readings), "wall_s": round(wall, 2),
+                         "lines_per_s": len(paths) / wall})
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
@@ -224,7 +236,9 @@ def main() -> None:
     h.add_argument("--count", type=int, default=1000)
     c = sub.add_parser("compare")
     c.add_argument("--sets", type=Path, nargs="+", required=True)
-    c.add_argument("--model", default="latin-print")
+    c.add_argument("--model", action="append", help="a model name or .pt file; repeatable (default: latin-print)")
+    c.add_argument("--int8", action="store_true", help="also read with each model quantised (--quantize int8)")
+    c.add_argument("--no-tesseract", dest="tesseract", action="store_false")
     c.add_argument("--json", type=Path, required=True)
     sub.add_parser("finetune-data").add_argument("--out", type=Path, default=Path("bench-out/latin/finetune"))
     f = sub.add_parser("finetune")
@@ -239,7 +253,7 @@ def main() -> None:
     elif args.command == "heldout":
         make_heldout(args.out, args.count)
     elif args.command == "compare":
-        args.json.write_text(json.dumps(compare(args.sets, args.model), indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps(compare(args.sets, args.model or ["latin-print"], args.int8, args.tesseract), indent=1), encoding="utf-8")
     elif args.command == "finetune-data":
         make_finetune(args.out)
     else:

@@ -6,6 +6,7 @@ crnn_core (and so torch) is imported inside each command, never at module level.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -483,16 +484,20 @@ def data_check(
 
 
 # -- crnn synth ---------------------------------------------------------------------------
-def _span(value: str, option: str) -> tuple[float, float]:
-    """A knob's 'LOW-HIGH' (or one number for a fixed value) as (low, high); a usage error if not."""
-    low, sep, high = value.strip().partition("-")
+def _span(value: str, option: str, lowest: float = 0.0) -> tuple[float, float]:
+    """A knob's 'LOW-HIGH' (or one number for a fixed value) as (low, high); a usage error if not.
+
+    Only knobs with `lowest` below 0 take negative numbers ('-0.02-0.08')."""
+    match = re.fullmatch(r"\s*(-?[^-\s]+)\s*(?:-\s*(-?[^-\s]+)\s*)?", value)
     try:
-        span = (float(low), float(high) if sep else float(low))
+        if match is None:
+            raise ValueError
+        span = (float(match[1]), float(match[2] if match[2] is not None else match[1]))
     except ValueError:
-        raise typer.BadParameter(f"a number or a range LOW-HIGH of numbers at least 0, not {value!r}",
+        raise typer.BadParameter(f"a number or a range LOW-HIGH of numbers at least {lowest:g}, not {value!r}",
                                  param_hint=option) from None
-    if not (0 <= span[0] <= span[1] < float("inf")):
-        raise typer.BadParameter(f"a range LOW-HIGH with 0 <= LOW <= HIGH, not {value!r}", param_hint=option)
+    if not (lowest <= span[0] <= span[1] < float("inf")):
+        raise typer.BadParameter(f"a range LOW-HIGH with {lowest:g} <= LOW <= HIGH, not {value!r}", param_hint=option)
     return span
 
 
@@ -550,6 +555,9 @@ def synth(
     neighbours: float = typer.Option(_DEFAULTS.neighbours, "--neighbours", help=_knob("neighbours")),
     pad_x: str = typer.Option(default_text("pad_x"), "--pad-x", help=_knob("pad_x")),
     pad_y: str = typer.Option(default_text("pad_y"), "--pad-y", help=_knob("pad_y")),
+    word_spacing: str = typer.Option(default_text("word_spacing"), "--word-spacing", help=_knob("word_spacing")),
+    letter_spacing: str = typer.Option(default_text("letter_spacing"), "--letter-spacing", help=_knob("letter_spacing")),
+    stretch: str = typer.Option(default_text("stretch"), "--stretch", help=_knob("stretch")),
     force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty (files of the same names are replaced)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -563,11 +571,15 @@ def synth(
     source = _synth_source(text, words, pattern, _span(words_per_line, "--words-per-line"))
     spans = {name: _span(value, "--" + name.replace("_", "-")) for name, value in {
         "font_size": font_size, "ink": ink, "paper": paper, "texture": texture, "noise": noise, "blur": blur,
-        "jpeg_quality": jpeg_quality, "pad_x": pad_x, "pad_y": pad_y}.items()}
+        "jpeg_quality": jpeg_quality, "pad_x": pad_x, "pad_y": pad_y, "word_spacing": word_spacing,
+        "stretch": stretch}.items()}
+    spans["letter_spacing"] = _span(letter_spacing, "--letter-spacing", lowest=-0.5)
     chances = {name: _chance(value, "--" + name) for name, value in {
         "invert": invert, "jpeg": jpeg, "underline": underline, "neighbours": neighbours}.items()}
     if spans["font_size"][0] < 4:
         raise typer.BadParameter("font sizes from 4 px", param_hint="--font-size")
+    if not (0.2 <= spans["stretch"][0] and spans["stretch"][1] <= 5):
+        raise typer.BadParameter("a width scale from 0.2 to 5", param_hint="--stretch")
     settings = RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **spans, **chances)
     found = find_fonts(fonts)
     job = SynthJob(source, tuple(found.fonts), settings, seed, image_format.value, fit_model)

@@ -25,10 +25,19 @@ def _uniform(rng: random.Random, span: Range) -> float:
     return rng.uniform(span[0], span[1])
 
 
+def _drawn(rng: random.Random, span: Range) -> float:
+    """Like _uniform, but a fixed value draws nothing, so the stream (and every later choice) is unchanged."""
+    return span[0] if span[0] == span[1] else rng.uniform(span[0], span[1])
+
+
 def render_line(text: str, font_name: str, rng: random.Random, s: RenderSettings, min_width: int = 1) -> Image.Image:
     """A grayscale crop `s.height` px high and at least `min_width` wide showing `text`."""
     font = pil_font(font_name, round(_uniform(rng, s.font_size)))
     ink, box, line_h = _draw_ink(text, font, rng, s)
+    stretch = _drawn(rng, s.stretch)
+    if stretch != 1.0:
+        size = (max(1, round(ink.width * stretch)), ink.height)
+        ink, box = (im.resize(size, Image.Resampling.BILINEAR) for im in (ink, box))
     ink, box = _bend(ink, box, rng, s, line_h)
     ink = _crop(ink, box, rng, s, line_h)
     levels = sorted((_uniform(rng, s.ink), _uniform(rng, s.paper)))  # ink darker, even if the ranges overlap
@@ -57,13 +66,16 @@ def _draw_ink(text: str, font, rng: random.Random, s: RenderSettings) -> tuple[I
     """The ink coverage (text, underline, neighbours) and a mask of the line's box (ink width x line height)."""
     ascent, descent = font.getmetrics()
     line_h = max(1, ascent + descent)
-    left, _, right, _ = font.getbbox(text)
+    word_gap, tracking = _drawn(rng, s.word_spacing), _drawn(rng, s.letter_spacing)
+    runs = _runs(text, font, word_gap, tracking)
+    left, right = _ink_extent(text, font, runs)
     margin = line_h * 2  # room for neighbours above and below, and for rotation
     size = (right - left + 2 * margin, line_h + 2 * margin)
     x, y = margin - left, margin
     ink = Image.new("L", size, 0)
     draw = ImageDraw.Draw(ink)
-    draw.text((x, y), text, font=font, fill=255)
+    for pen, piece in runs or [(0.0, text)]:
+        draw.text((x + pen, y), piece, font=font, fill=255)
     box = Image.new("L", size, 0)
     ImageDraw.Draw(box).rectangle([x + left, y, x + right - 1, y + line_h - 1], fill=255)
     if rng.random() < s.underline:
@@ -73,6 +85,44 @@ def _draw_ink(text: str, font, rng: random.Random, s: RenderSettings) -> tuple[I
     if rng.random() < s.neighbours:
         _draw_neighbours(draw, text, font, rng, (x, y), line_h)
     return ink, box, line_h
+
+
+def _runs(text: str, font, word_gap: float, tracking: float) -> list[tuple[float, str]] | None:
+    """The pieces to draw and each one's pen x when words or letters are spaced apart; None for the
+    font's own spacing (the line is drawn whole).
+
+    Words are drawn whole, so kerning and ligatures inside them stay; with tracking every letter is
+    its own piece. A piece starts at the font's advance up to it (kerning between neighbours
+    included), plus the tracking of the letters and the widened or narrowed spaces before it."""
+    if word_gap == 1.0 and tracking == 0.0:
+        return None
+    size = getattr(font, "size", None) or sum(font.getmetrics())
+    extra_per_space = (word_gap - 1.0) * font.getlength(" ")
+    runs: list[tuple[float, str]] = []
+    advance, spaces, previous = 0.0, 0, " "
+    for i, char in enumerate(text):
+        if not char.isspace():
+            pen = advance + i * tracking * size + spaces * extra_per_space
+            if tracking == 0.0 and not previous.isspace():
+                runs[-1] = (runs[-1][0], runs[-1][1] + char)
+            else:
+                runs.append((pen, char))
+        if i + 1 < len(text):  # the pair's length less the next character's: the advance with their kerning
+            advance += font.getlength(text[i:i + 2]) - font.getlength(text[i + 1])
+        spaces += char.isspace()
+        previous = char
+    return runs
+
+
+def _ink_extent(text: str, font, runs: list[tuple[float, str]] | None) -> tuple[int, int]:
+    """Left and right of the drawn line's ink, relative to the pen's start."""
+    if runs is None:
+        left, _, right, _ = font.getbbox(text)
+        return left, right
+    if not runs:
+        return 0, 1
+    boxes = [(pen + font.getbbox(piece)[0], pen + font.getbbox(piece)[2]) for pen, piece in runs]
+    return math.floor(min(b[0] for b in boxes)), math.ceil(max(b[1] for b in boxes))
 
 
 def _draw_neighbours(draw: ImageDraw.ImageDraw, text: str, font, rng: random.Random, origin: tuple[int, int],

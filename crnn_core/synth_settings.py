@@ -28,12 +28,18 @@ KNOB_HELP = {
     "neighbours": "Chance of cut-off fragments of the lines above and below in the crop.",
     "pad_x": "Margin left and right of the text, in line heights: 0 is a tight crop, 1 a loose one.",
     "pad_y": "Margin above and below the text, in line heights.",
+    "word_spacing": "Word gap as a multiple of the font's own space: below 1 tight (condensed or tightly set text), above 1 loose (justified).",
+    "letter_spacing": "Extra gap between letters (tracking), as a fraction of the font size; a negative LOW packs them tighter (e.g. -0.02-0.08). Letters are then drawn one by one, without the font's ligatures.",
+    "stretch": "Width scale of the drawn line: below 1 condenses it (narrow fonts, squeezed crops), above 1 widens it.",
 }
 
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """The knobs; a range (low, high) is drawn from uniformly per sample, a chance is a probability."""
+    """The knobs; a range (low, high) is drawn from uniformly per sample, a chance is a probability.
+
+    The spacing knobs (word_spacing, letter_spacing, stretch) draw nothing when fixed at 1, 0 and 1,
+    so with those values a seed writes the same images as before the knobs existed."""
 
     height: int = 32
     font_size: Range = (20, 44)
@@ -52,6 +58,11 @@ class RenderSettings:
     neighbours: float = 0.1
     pad_x: Range = (0.05, 0.5)
     pad_y: Range = (0.05, 0.25)
+    # Spacing: the fonts' own word gaps alone taught the first latin-print that a gap is always
+    # wide; in condensed and tightly set held-out fonts it read "of the" as "ofthe".
+    word_spacing: Range = (0.6, 1.6)
+    letter_spacing: Range = (0.0, 0.0)  # off: letters drawn one by one lose the font's ligatures
+    stretch: Range = (0.8, 1.15)
 
     def to_dict(self) -> dict:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
