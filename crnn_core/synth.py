@@ -99,18 +99,16 @@ def _runs(text: str, font, word_gap: float, tracking: float) -> list[tuple[float
     size = getattr(font, "size", None) or sum(font.getmetrics())
     extra_per_space = (word_gap - 1.0) * font.getlength(" ")
     runs: list[tuple[float, str]] = []
-    advance, spaces, previous = 0.0, 0, " "
+    advance, spaces = 0.0, 0
     for i, char in enumerate(text):
-        if not char.isspace():
-            pen = advance + i * tracking * size + spaces * extra_per_space
-            if tracking == 0.0 and not previous.isspace():
-                runs[-1] = (runs[-1][0], runs[-1][1] + char)
-            else:
-                runs.append((pen, char))
+        if char.isspace():
+            spaces += 1
+        elif tracking == 0.0 and i > 0 and not text[i - 1].isspace():
+            runs[-1] = (runs[-1][0], runs[-1][1] + char)  # the word goes on
+        else:
+            runs.append((advance + i * tracking * size + spaces * extra_per_space, char))
         if i + 1 < len(text):  # the pair's length less the next character's: the advance with their kerning
             advance += font.getlength(text[i:i + 2]) - font.getlength(text[i + 1])
-        spaces += char.isspace()
-        previous = char
     return runs
 
 
@@ -121,8 +119,8 @@ def _ink_extent(text: str, font, runs: list[tuple[float, str]] | None) -> tuple[
         return left, right
     if not runs:
         return 0, 1
-    boxes = [(pen + font.getbbox(piece)[0], pen + font.getbbox(piece)[2]) for pen, piece in runs]
-    return math.floor(min(b[0] for b in boxes)), math.ceil(max(b[1] for b in boxes))
+    boxes = [(pen, font.getbbox(piece)) for pen, piece in runs]
+    return math.floor(min(pen + b[0] for pen, b in boxes)), math.ceil(max(pen + b[2] for pen, b in boxes))
 
 
 def _draw_neighbours(draw: ImageDraw.ImageDraw, text: str, font, rng: random.Random, origin: tuple[int, int],
