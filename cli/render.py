@@ -5,6 +5,7 @@ Progress displays never redirect stdout, so results written there stay a clean s
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections import Counter
@@ -77,7 +78,9 @@ class TrainDisplay:
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous_handler)
+        # After a first Ctrl-C the run is over and saved: a second one from here to the end of the
+        # process (the summary, the interpreter's shutdown hooks) ends it at once, with no traceback.
+        signal.signal(signal.SIGINT, self._abort_now if self.stop_requested else self._previous_handler)
         signal.signal(signal.SIGTERM, self._previous_term)
         if self.live:
             self.progress.__exit__(*exc)
@@ -88,6 +91,12 @@ class TrainDisplay:
             raise KeyboardInterrupt
         self.stop_requested = True
         err.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+
+    def _abort_now(self, signum, frame) -> None:
+        err.print("[red]aborted[/]: last.pt holds the last saved checkpoint (resume with --resume)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # not SystemExit: torch's exit hooks would run, and a signal there prints a traceback
 
     def should_stop(self) -> bool:
         return self.stop_requested
