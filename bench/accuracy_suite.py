@@ -16,6 +16,7 @@ split that no training or tuning ever sees:
     python bench/accuracy_suite.py run --data bench-out/proxy --label defaults --json bench-out/defaults.json
     python bench/accuracy_suite.py run ... --label mine -- --height 48    # extra `crnn train` arguments after --
     python bench/accuracy_suite.py table bench-out/defaults.json bench-out/mine.json
+    python bench/accuracy_suite.py fonts --model bench-out/accuracy-runs/lines-defaults/best.pt   # errors per test font
 
 `run` trains each kind with `crnn train KIND --max-minutes BUDGET` (plus the extra arguments),
 then `crnn eval` on the held-out test split: accuracy, CER, and the training time at which
@@ -40,12 +41,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from crnn_core.metrics import char_errors
 from crnn_core.synth_fonts import load_font
 
 SIZES = {"captcha": (10_000, 500, 1_000), "digits": (10_000, 500, 1_000), "lines": (20_000, 1_000, 1_000),
          "plates": (10_000, 500, 1_000)}
 BUDGET_MINUTES = {"captcha": 10, "digits": 10, "lines": 30, "plates": 10}
 SPLITS = ("train", "val", "test")
+CRNN = [sys.executable, "-m", "crnn_core.cli.app"]
 FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts/opentype", "/usr/share/fonts/type1")
 WORDS_FILE = Path("/usr/share/dict/words")
 
@@ -78,12 +81,24 @@ def words() -> list[str]:
 
 
 # -- generators: (split, index, seed) -> (image, text) ---------------------------------------------
+class _SeededSecrets:
+    """What captcha.image calls on `secrets`, drawn from the sample's own stream instead."""
+
+    def __init__(self, rng: random.Random):
+        self.choice = rng.choice
+        self.randbelow = rng.randrange
+        self.randbits = rng.getrandbits
+
+
 def make_captcha(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
-    from captcha.image import ImageCaptcha
+    import captcha.image
 
     text = "".join(rng.choice(string.digits + string.ascii_uppercase) for _ in range(rng.randint(4, 6)))
-    random.seed(rng.random())  # the package draws from the global generator
-    return ImageCaptcha(width=160, height=60).generate_image(text), text
+    # The package draws from the global `random` before 0.5 and from `secrets` (which no seed
+    # reaches) since: both are pointed at the sample's stream, or `make` differs on every run.
+    random.seed(rng.random())
+    captcha.image.secrets = _SeededSecrets(rng)  # type: ignore[assignment]
+    return captcha.image.ImageCaptcha(width=160, height=60).generate_image(text), text
 
 
 def _elastic(image: np.ndarray, rng: random.Random, strength: float) -> np.ndarray:
@@ -143,24 +158,34 @@ def _degrade(image: Image.Image, rng: random.Random) -> Image.Image:
     return image
 
 
-def make_line(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
+def line_spec(rng: random.Random, split: str, context: dict) -> tuple[str, str]:
+    """A line's text and font: the first draws of its stream (`fonts` replays them without drawing)."""
     fonts = context["test_fonts"] if split == "test" else context["train_fonts"]
     vocabulary = context["words"]
     text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 5)))
     text = text.capitalize() if rng.random() < 0.5 else text
     if rng.random() < 0.3:
         text += rng.choice(".,;:!?")
-    text = text[:80]
-    image = _render_line(text, rng.choice(fonts), rng.randint(32, 64), rng)
+    return text[:80], rng.choice(fonts)
+
+
+def make_line(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
+    text, font = line_spec(rng, split, context)
+    image = _render_line(text, font, rng.randint(32, 64), rng)
     return _degrade(image, rng), text
 
 
-def make_plate(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
+def plate_spec(rng: random.Random, split: str, context: dict) -> tuple[str, str]:
+    """A plate's text and font, as line_spec."""
     fonts = context["test_fonts"] if split == "test" else context["train_fonts"]
     letters = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(1, 3)))
     digits = "".join(rng.choice(string.digits) for _ in range(rng.randint(2, 4)))
-    text = letters + rng.choice(["", " ", "-"]) + digits
-    sharp = _render_line(text, rng.choice(fonts), 48, rng)
+    return letters + rng.choice(["", " ", "-"]) + digits, rng.choice(fonts)
+
+
+def make_plate(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
+    text, font = plate_spec(rng, split, context)
+    sharp = _render_line(text, font, 48, rng)
     small_h = rng.randint(13, 20)
     small = sharp.resize((max(8, sharp.width * small_h // 48), small_h), Image.Resampling.BOX)
     w, h = small.size
@@ -175,6 +200,7 @@ def make_plate(rng: random.Random, split: str, context: dict) -> tuple[Image.Ima
 
 
 GENERATORS = {"captcha": make_captcha, "digits": make_digits, "lines": make_line, "plates": make_plate}
+SPECS = {"lines": line_spec, "plates": plate_spec}  # the kinds drawn in fonts
 
 
 def _context(kind: str) -> dict:
@@ -229,14 +255,13 @@ def first_reaching(metrics: list[dict], level: float) -> float | None:
 
 def run_kind(data: Path, kind: str, label: str, minutes: float, extra: list[str]) -> dict:
     run = Path("bench-out/accuracy-runs") / f"{kind}-{label}"
-    crnn = [sys.executable, "-m", "crnn_core.cli.app"]
     started = time.monotonic()
-    train = subprocess.run([*crnn, "train", str(data / kind), "--out", str(run), "--force", "--max-minutes",
+    train = subprocess.run([*CRNN, "train", str(data / kind), "--out", str(run), "--force", "--max-minutes",
                             str(minutes), *extra], capture_output=True, text=True)
     wall = time.monotonic() - started
     if train.returncode != 0:
         return {"kind": kind, "error": train.stderr.strip().splitlines()[-1:]}
-    report = subprocess.run([*crnn, "eval", str(run / "best.pt"), str(data / kind / "test"), "--json", "-"],
+    report = subprocess.run([*CRNN, "eval", str(run / "best.pt"), str(data / kind / "test"), "--json", "-"],
                             capture_output=True, text=True)
     scores = json.loads(report.stdout)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -262,6 +287,52 @@ def table(paths: list[Path]) -> str:
     return "\n".join(rows)
 
 
+# -- errors by font (lines and plates) --------------------------------------------------------------
+def test_fonts(data: Path, kind: str) -> dict[str, str]:
+    """Each test image's font, found by replaying the first draws of its stream (nothing is drawn)."""
+    context = _context(kind)
+    fonts = {}
+    for line in (data / kind / "test" / "labels.tsv").read_text(encoding="utf-8").splitlines():
+        name, text = line.split("\t", 1)
+        drawn, font = SPECS[kind](random.Random(f"{kind}:test:{int(name[:6])}"), "test", context)
+        if drawn != text:
+            raise SystemExit(f"{data / kind / 'test' / name}: the replay gives {drawn!r} for the label {text!r}; "
+                             "the fonts or the word list changed since `make`")
+        fonts[name] = font
+    return fonts
+
+
+def by_font(data: Path, kind: str, models: list[str], mark: set[str]) -> str:
+    """Test CER and exact accuracy per font for each model; `mark`: font file names to star."""
+    fonts = test_fonts(data, kind)
+    folder = data / kind / "test"
+    truth = dict(line.split("\t", 1) for line in (folder / "labels.tsv").read_text(encoding="utf-8").splitlines())
+    counts: dict[str, dict[str, list[int]]] = {}  # font -> model -> [edits, chars, exact, lines]
+    for model in models:
+        out = subprocess.run([*CRNN, "predict", "-m", model, "-f", "jsonl", str(folder)],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            result = json.loads(line)
+            name = Path(result["path"]).name
+            edits = char_errors(truth[name], result["text"])
+            for key in (Path(fonts[name]).name, "all"):
+                cell = counts.setdefault(key, {}).setdefault(model, [0, 0, 0, 0])
+                for i, value in enumerate((edits, len(truth[name]), edits == 0, 1)):
+                    cell[i] += value
+    head = "| font | lines | " + " | ".join(f"{m}: edits | CER | exact" for m in models) + " |"
+    rows = [head, "| --- | ---: |" + " ---: | ---: | ---: |" * len(models)]
+    order = sorted((f for f in counts if f != "all"), key=lambda f: -counts[f][models[0]][0]) + ["all"]
+    worst = order[0]  # one bad font can carry most of a set's errors: the rest shown apart
+    counts[f"all but {worst}"] = {m: [a - b for a, b in zip(counts["all"][m], counts[worst][m])] for m in models}
+    order.append(f"all but {worst}")
+    for font in order:
+        cells = [counts[font][m] for m in models]
+        star = " *" if Path(font).stem.lower() in mark else ""
+        rows.append(f"| {font}{star} | {cells[0][3]} | " + " | ".join(
+            f"{e} | {100 * e / n:.3f}% | {100 * x / c:.1f}%" for e, n, x, c in cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +349,11 @@ def main() -> None:
     r.add_argument("extra", nargs=argparse.REMAINDER, help="-- then extra `crnn train` arguments")
     t = sub.add_parser("table")
     t.add_argument("reports", type=Path, nargs="+")
+    f = sub.add_parser("fonts", help="test errors per font (lines, plates)")
+    f.add_argument("--data", type=Path, default=Path("bench-out/proxy"))
+    f.add_argument("--kind", choices=sorted(SPECS), default="lines")
+    f.add_argument("--model", action="append", required=True, help="a model, run folder or bundled name (repeat)")
+    f.add_argument("--mark", type=Path, help="a file of font paths, one a line: those fonts get a *")
     args = parser.parse_args()
     if args.command == "make":
         make(args.out, args.kinds.split(","), args.scale)
@@ -289,6 +365,9 @@ def main() -> None:
             print(json.dumps(results[-1]), file=sys.stderr)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=1))
+    elif args.command == "fonts":
+        mark = {Path(line).stem.lower() for line in args.mark.read_text().split()} if args.mark else set()
+        print(by_font(args.data, args.kind, args.model, mark))
     else:
         print(table(args.reports))
 
