@@ -16,7 +16,7 @@ from test_robust_settings import run_cli
 
 @pytest.mark.parametrize("median, expected", [
     (None, 32), (12, 32), (32, 32), (39.9, 32), (40, 32),  # 40/16 = 2.5 rounds to 2: the default
-    (44, 48), (48, 48), (60, 48), (64, 48), (300, 48),  # taller: a multiple of 16, at most 1.5x
+    (44, 48), (48, 48), (55.9, 48), (56, 64), (60, 64), (64, 64), (300, 64),  # taller: a multiple of 16, at most 2x
 ])
 def test_fitted_height_rule(median, expected):
     assert fitted_height(median, 32) == expected
@@ -25,7 +25,7 @@ def test_fitted_height_rule(median, expected):
 def test_fitted_height_for_another_default():
     assert fitted_height(100, 64) == 96 and fitted_height(70, 64) == 64 and fitted_height(20, 64) == 64
     assert fitted_height(28, 28) == 28 and fitted_height(35, 28) == 28  # seed-fusion's 28 x 28 characters
-    assert fitted_height(40, 28) == 32 and fitted_height(60, 28) == 42  # 64 capped at 1.5 x 28
+    assert fitted_height(40, 28) == 32 and fitted_height(60, 28) == 56  # 64 capped at 2 x 28
 
 
 def test_with_height_keeps_the_aspect_cap():
@@ -80,10 +80,10 @@ def test_tall_images_are_read_taller_and_a_flag_still_wins(tmp_path, capfd):
     code, out, err = run_cli("train", data, "--model", "crnn-tiny", "--epochs", "1", "--out", tmp_path / "fit",
                              capfd=capfd)
     assert code == 0, err
-    assert "input height 48 px, fitted to the training images' median height of 60 px" in err
+    assert "input height 64 px, fitted to the training images' median height of 60 px" in err
     saved = yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())
-    assert saved["model"]["input"]["height"] == 48 and saved["data"]["model_height"] == 48
-    assert saved["data"]["fitted"] == {"height": 48, "architecture_height": 32, "median_height": 60.0,
+    assert saved["model"]["input"]["height"] == 64 and saved["data"]["model_height"] == 64
+    assert saved["data"]["fitted"] == {"height": 64, "architecture_height": 32, "median_height": 60.0,
                                        "looked_at": 24}
     code, out, err = run_cli("train", data, "--model", "crnn-tiny", "--epochs", "1", "--height", "32",
                              "--out", tmp_path / "flag", capfd=capfd)
