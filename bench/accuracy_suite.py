@@ -288,8 +288,9 @@ def table(paths: list[Path]) -> str:
 
 
 # -- errors by font (lines and plates) --------------------------------------------------------------
-def test_fonts(data: Path, kind: str) -> dict[str, str]:
-    """Each test image's font, found by replaying the first draws of its stream (nothing is drawn)."""
+def test_fonts(data: Path, kind: str) -> dict[str, tuple[str, str]]:
+    """Each test image's label and font, the font found by replaying the first draws of its stream
+    (nothing is drawn)."""
     context = _context(kind)
     fonts = {}
     for line in (data / kind / "test" / "labels.tsv").read_text(encoding="utf-8").splitlines():
@@ -298,26 +299,25 @@ def test_fonts(data: Path, kind: str) -> dict[str, str]:
         if drawn != text:
             raise SystemExit(f"{data / kind / 'test' / name}: the replay gives {drawn!r} for the label {text!r}; "
                              "the fonts or the word list changed since `make`")
-        fonts[name] = font
+        fonts[name] = (text, font)
     return fonts
 
 
 def by_font(data: Path, kind: str, models: list[str], mark: set[str]) -> str:
     """Test CER and exact accuracy per font for each model; `mark`: font file names to star."""
-    fonts = test_fonts(data, kind)
+    tests = test_fonts(data, kind)
     folder = data / kind / "test"
-    truth = dict(line.split("\t", 1) for line in (folder / "labels.tsv").read_text(encoding="utf-8").splitlines())
     counts: dict[str, dict[str, list[int]]] = {}  # font -> model -> [edits, chars, exact, lines]
     for model in models:
         out = subprocess.run([*CRNN, "predict", "-m", model, "-f", "jsonl", str(folder)],
                              capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             result = json.loads(line)
-            name = Path(result["path"]).name
-            edits = char_errors(truth[name], result["text"])
-            for key in (Path(fonts[name]).name, "all"):
+            text, font = tests[Path(result["path"]).name]
+            edits = char_errors(text, result["text"])
+            for key in (Path(font).name, "all"):
                 cell = counts.setdefault(key, {}).setdefault(model, [0, 0, 0, 0])
-                for i, value in enumerate((edits, len(truth[name]), edits == 0, 1)):
+                for i, value in enumerate((edits, len(text), edits == 0, 1)):
                     cell[i] += value
     head = "| font | lines | " + " | ".join(f"{m}: edits | CER | exact" for m in models) + " |"
     rows = [head, "| --- | ---: |" + " ---: | ---: | ---: |" * len(models)]
