@@ -11,7 +11,9 @@ split that no training or tuning ever sees:
 | plates | low-resolution plate photos: 1-3 letters and 2-4 digits in a crop 13-20 px high, perspective, JPEG quality 20-50, upscaled to 32 px | 10,000 / 500 / 1,000 | 10 min |
 
     pip install captcha scikit-learn            # bench only, not dependencies of crnn
-    apt-get install fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-noto-core wamerican
+    apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-noto-core \
+        fonts-ebgaramond fonts-linuxlibertine fonts-lato fonts-crosextra-carlito fonts-crosextra-caladea \
+        fonts-open-sans wamerican    # the lines and plates splits depend on exactly which fonts are installed
     python bench/accuracy_suite.py make --out bench-out/proxy           # deterministic, all cores
     python bench/accuracy_suite.py run --data bench-out/proxy --label defaults --json bench-out/defaults.json
     python bench/accuracy_suite.py run ... --label mine -- --height 48    # extra `crnn train` arguments after --
@@ -245,6 +247,10 @@ def make(out: Path, kinds: list[str], scale: float) -> None:
             with Pool(os.cpu_count(), _init_worker, (kind, str(out / kind))) as pool:
                 lines = pool.map(_one, jobs, chunksize=64)
             (folder / "labels.tsv").write_text("".join(lines), encoding="utf-8")
+        if kind in SPECS:  # which fonts made which split: they depend on the machine's font packages
+            context = _context(kind)
+            (out / kind / "fonts.tsv").write_text("".join(
+                f"{split}\t{font}\n" for split in ("train", "test") for font in context[f"{split}_fonts"]), encoding="utf-8")
         print(f"{kind}: {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 

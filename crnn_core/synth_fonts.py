@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import ImageFont
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import DatasetError
 
@@ -72,12 +73,40 @@ def _builtin_bytes() -> bytes:
     return ImageFont.load_default(size=PROBE_SIZE).font_bytes
 
 
+def _edge_ink(font: ImageFont.FreeTypeFont, letter: str) -> float:
+    """The least inked share of the four edges of the letter's ink box (1.0: a closed frame)."""
+    left, top, right, bottom = font.getbbox(letter)
+    canvas = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(canvas).text((-left, -top), letter, font=font, fill=255)
+    ink = np.asarray(canvas) > 127
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    if rows.size == 0:
+        return 0.0
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return float(min(ink[0].mean(), ink[-1].mean(), ink[:, 0].mean(), ink[:, -1].mean()))
+
+
+def _letters_framed(font: ImageFont.FreeTypeFont) -> bool:
+    """Whether the font draws its letters inside frames, as keyboard-key fonts do (Linux Biolinum Keyboard).
+
+    Such a font passes the character-map checks, yet a line in it teaches a recogniser boxes. An
+    open letter's ink meets the edges of its ink box over a short span ('v' meets the bottom at its
+    point, 'o' each edge at one curve): among 159 text fonts on Debian the most was 17% of an edge
+    for 'v' and 'o' both, against 79% for the key-cap font.
+    """
+    return min(_edge_ink(font, letter) for letter in "vo") > 0.5
+
+
 def load_font(name: str) -> Font:
     """The font and its characters; OSError or ValueError (and fontTools' own errors) if unusable."""
     if name == BUILTIN:
         return Font(BUILTIN, _cmap_chars(io.BytesIO(_builtin_bytes())))
-    ImageFont.truetype(name, PROBE_SIZE).getbbox("A")  # fonts Pillow cannot scale (colour bitmaps) fail here
-    return Font(name, _cmap_chars(name))
+    probe = ImageFont.truetype(name, 48)
+    probe.getbbox("A")  # fonts Pillow cannot scale (colour bitmaps) fail here
+    chars = _cmap_chars(name)
+    if {"v", "o"} <= chars and _letters_framed(probe):
+        raise ValueError("a key-cap font: it draws each letter inside a frame")
+    return Font(name, chars)
 
 
 @lru_cache(maxsize=64)

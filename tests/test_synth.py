@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,51 @@ def test_fonts_that_cannot_be_opened_are_counted(tmp_path):
     result = crnn("synth", tmp_path / "out", "--pattern", "\\d{3}", "-n", "3", "--fonts", folder)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "no usable fonts" in result.stderr and "broken.ttf" in result.stderr
+
+
+def _letter_font(path: Path, framed: bool) -> str:
+    """A TrueType font whose letters and digits are all one open 'V' shape, or that shape in a closed frame."""
+    from fontTools.agl import UV2AGL
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def glyph(outlines):
+        pen = TTGlyphPen(None)
+        for points in outlines:
+            pen.moveTo(points[0])
+            for point in points[1:]:
+                pen.lineTo(point)
+            pen.closePath()
+        return pen.glyph()
+
+    vee = [(50, 700), (130, 700), (250, 100), (370, 700), (450, 700), (290, 0), (210, 0)]
+    frame = [[(0, -100), (0, 800), (500, 800), (500, -100)], [(60, -40), (440, -40), (440, 740), (60, 740)]]
+    shape = glyph([vee, *frame] if framed else [vee])
+    chars = string.ascii_letters + string.digits
+    order = [".notdef", "space", *(UV2AGL[ord(c)] for c in chars)]
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder(order)
+    builder.setupCharacterMap({32: "space", **{ord(c): UV2AGL[ord(c)] for c in chars}})
+    builder.setupGlyf({name: glyph([]) if name in (".notdef", "space") else shape for name in order})
+    builder.setupHorizontalMetrics({name: (560, 0) for name in order})
+    builder.setupHorizontalHeader(ascent=800, descent=-200)
+    builder.setupNameTable({"familyName": "Framed" if framed else "Open", "styleName": "Regular"})
+    builder.setupOS2(sTypoAscender=800, sTypoDescender=-200, usWinAscent=800, usWinDescent=200)
+    builder.setupPost()
+    builder.save(str(path))
+    return str(path)
+
+
+def test_key_cap_fonts_are_passed_over_with_the_reason(tmp_path):
+    """A font that draws every letter in a frame (Linux Biolinum Keyboard) covers a-z, yet teaches boxes."""
+    folder = tmp_path / "fonts"
+    folder.mkdir()
+    open_font = _letter_font(folder / "open.ttf", framed=False)
+    framed_font = _letter_font(folder / "framed.ttf", framed=True)
+    found = find_fonts([str(folder)])
+    assert [f.name for f in found.fonts] == [open_font]
+    assert found.unusable == [(framed_font, "ValueError: a key-cap font: it draws each letter inside a frame")]
+    assert set(string.ascii_letters) <= found.fonts[0].chars
 
 
 @pytest.mark.parametrize("labels,image_format", [("tsv", "png"), ("tsv", "jpg"), ("sidecar", "png"), ("sidecar", "jpg")])
