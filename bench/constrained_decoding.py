@@ -67,6 +67,46 @@ def replay_kinds(train: int = 2400, val: int = 400, seed: int = 2015) -> tuple[l
     return split(train), split(val)
 
 
+def forward_pass(loaded, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Each image's log-probabilities, in equal-width batches as in recognize_arrays, and ms per line."""
+    log_probs: list[np.ndarray] = [None] * len(arrays)  # type: ignore[list-item]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in equal_width_batches([a.shape[1] for a in arrays], 64):
+            images, widths = to_tensor_batch([arrays[i] for i in batch])
+            out = loaded.model(images).numpy()
+            for j, i in enumerate(batch):
+                log_probs[i] = out[: loaded.config.time_steps(widths[j]), j].copy()
+    return log_probs, (time.perf_counter() - started) / len(arrays) * 1000
+
+
+def print_decodings(settings, texts: list[str], repeat: int) -> None:
+    """One table row per decoding setting: accuracy, CER, unmatched readings, median decode time."""
+    print("| decoding | accuracy | CER | no accepted reading | decode ms/line |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, run in settings:
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            outputs = [run(i) for i in range(len(texts))]
+            times.append((time.perf_counter() - started) / len(texts) * 1000)
+        s = score(texts, [t for t, _ in outputs])
+        unmatched = sum(not m for _, m in outputs)
+        print(f"| {name} | {s.accuracy:.2%} ({s.correct}/{s.samples}) | {s.cer:.4f} | {unmatched} | "
+              f"{statistics.median(times):.2f} |")
+
+
+def print_per_kind(texts: list[str], kinds: list[str], greedy, by_kind) -> None:
+    print("\nper kind (greedy vs the kind's own pattern, beam 16):\n")
+    print("| kind | images | greedy accuracy | pattern accuracy |")
+    print("| --- | --- | --- | --- |")
+    for kind in KIND_PATTERNS:
+        idx = [i for i in range(len(texts)) if kinds[i] == kind]
+        ga = score([texts[i] for i in idx], [greedy(i)[0] for i in idx])
+        ca = score([texts[i] for i in idx], [by_kind(i)[0] for i in idx])
+        print(f"| {kind} | {len(idx)} | {ga.accuracy:.2%} ({ga.correct}) | {ca.accuracy:.2%} ({ca.correct}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="codes-small")
@@ -82,16 +122,7 @@ def main() -> None:
     assert not problems, problems
     texts = [s.text for s in dataset.samples]
 
-    # One forward pass, equal-width batches as in recognize_arrays.
-    log_probs: list[np.ndarray] = [None] * len(arrays)  # type: ignore[list-item]
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for batch in equal_width_batches([a.shape[1] for a in arrays], 64):
-            images, widths = to_tensor_batch([arrays[i] for i in batch])
-            out = loaded.model(images).numpy()
-            for j, i in enumerate(batch):
-                log_probs[i] = out[: loaded.config.time_steps(widths[j]), j].copy()
-    forward_ms = (time.perf_counter() - started) / len(arrays) * 1000
+    log_probs, forward_ms = forward_pass(loaded, arrays)
 
     kinds = None
     train_kinds, val_kinds = replay_kinds()
@@ -131,28 +162,9 @@ def main() -> None:
 
     print(f"model {args.model}, {len(texts)} images of {args.data}; forward pass {forward_ms:.2f} ms/line "
           f"(1 thread, batches of equal width)\n")
-    print("| decoding | accuracy | CER | no accepted reading | decode ms/line |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, run in settings:
-        times = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            outputs = [run(i) for i in range(len(texts))]
-            times.append((time.perf_counter() - started) / len(texts) * 1000)
-        s = score(texts, [t for t, _ in outputs])
-        unmatched = sum(not m for _, m in outputs)
-        print(f"| {name} | {s.accuracy:.2%} ({s.correct}/{s.samples}) | {s.cer:.4f} | {unmatched} | "
-              f"{statistics.median(times):.2f} |")
+    print_decodings(settings, texts, args.repeat)
     if kinds is not None:
-        print("\nper kind (greedy vs the kind's own pattern, beam 16):\n")
-        print("| kind | images | greedy accuracy | pattern accuracy |")
-        print("| --- | --- | --- | --- |")
-        g, c = plain(1), constrained(lambda i: per_kind[kinds[i]], 16)
-        for kind in KIND_PATTERNS:
-            idx = [i for i in range(len(texts)) if kinds[i] == kind]
-            ga = score([texts[i] for i in idx], [g(i)[0] for i in idx])
-            ca = score([texts[i] for i in idx], [c(i)[0] for i in idx])
-            print(f"| {kind} | {len(idx)} | {ga.accuracy:.2%} ({ga.correct}) | {ca.accuracy:.2%} ({ca.correct}) |")
+        print_per_kind(texts, kinds, plain(1), constrained(lambda i: per_kind[kinds[i]], 16))
 
 
 if __name__ == "__main__":
