@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from crnn_core.config import ModelConfig, TrainConfig, load_model_config, resolve_run_config
 from crnn_core.errors import ConfigError, UsageError
+from crnn_core.modelfile import read_payload
 from crnn_core.outputs import dumps, finite
 from crnn_core.train import Clock, Trainer, train
 
@@ -91,6 +92,15 @@ def test_an_option_overrides_the_same_setting_in_a_config_file(tiny_data, tmp_pa
     assert (settings["epochs"], settings["lr"]) == (1, 0.01)
 
 
+def test_weight_decay_flag_reaches_the_optimizer_and_config(tiny_data, tmp_path, capfd):
+    code, out, err = run_cli("train", tiny_data, "--model", "crnn-tiny", "--epochs", "1", "--threads", "2",
+                             "--weight-decay", "0.05", "--out", tmp_path / "run", capfd=capfd)
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["weight_decay"] == 0.05
+    groups = read_payload(tmp_path / "run" / "last.pt")["state"]["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05] * len(groups)
+
+
 def test_yaml_scientific_notation_without_a_dot_is_a_number(tmp_path):
     # YAML 1.1 reads `1e-3` as a string; a user meant the number.
     assert TrainConfig.from_dict({"lr": "1e-3"}).lr == 0.001
@@ -106,6 +116,8 @@ def test_yaml_scientific_notation_without_a_dot_is_a_number(tmp_path):
     ("--height", "100000", "--height must be an integer >= 8 and <= 1024, not 100000"),
     ("--freeze-backbone", "-1", "--freeze-backbone must be a number of epochs (>= 0) or 'all', not -1"),
     ("--max-minutes", "inf", "--max-minutes must be a number >= 0"),
+    ("--weight-decay", "2", "--weight-decay must be a number >= 0 and <= 1, not 2"),
+    ("--weight-decay", "nan", "--weight-decay must be a number >= 0 and <= 1, not nan"),
 ])
 def test_bad_flag_values_are_usage_errors_naming_the_flag(tiny_data, tmp_path, capfd, flag, value, expected):
     code, out, err = run_cli("train", tiny_data, flag, value, "--out", tmp_path / "run", capfd=capfd)
@@ -295,7 +307,8 @@ def test_data_check_does_not_import_torch(tiny_data):
 ODD_VALUES = ["0", "-1", "1", "2", "8", "33", "1025", "1000000000", "-1000000000", "nan", "inf", "-inf", "",
               "abc", "1e-3", "3.5", "0x10", " 3", "1e400", "all", "cuda", "tpu", "cuda:7", "cpu"]
 TRAIN_OPTIONS = ["--epochs", "--max-minutes", "--batch-size", "--lr", "--height", "--max-length", "--device",
-                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head", "--ema"]
+                 "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head", "--ema",
+                 "--weight-decay"]
 YAML_VALUES = [-5, 0, 1, 2, 2.5, 1e12, "3", "fast", "", True, False, None, [], {}, [1, 2], math.nan, math.inf,
                -math.inf, "1e-3", "all", "heavy", "bf16"]
 
