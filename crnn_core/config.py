@@ -389,7 +389,10 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    # AdamW's decoupled decay; 0.05 since issue 15 (1e-4 before): on the rebuilt proxy suite it
+    # read more test strings right on all four kinds, one seed each (docs/accuracy.md, "The suite
+    # rebuilt"); fine-tuning with --init was not measured with it
+    weight_decay: float = 0.05
     warmup_steps: int = 200
     grad_clip: float = 5.0
     patience: int = 8
