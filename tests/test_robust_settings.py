@@ -94,11 +94,11 @@ def test_an_option_overrides_the_same_setting_in_a_config_file(tiny_data, tmp_pa
 
 def test_weight_decay_flag_reaches_the_optimizer_and_config(tiny_data, tmp_path, capfd):
     code, out, err = run_cli("train", tiny_data, "--model", "crnn-tiny", "--epochs", "1", "--threads", "2",
-                             "--weight-decay", "0.05", "--out", tmp_path / "run", capfd=capfd)
+                             "--weight-decay", "0.02", "--out", tmp_path / "run", capfd=capfd)
     assert code == 0, err
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["weight_decay"] == 0.05
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["weight_decay"] == 0.02
     groups = read_payload(tmp_path / "run" / "last.pt")["state"]["optimizer"]["param_groups"]
-    assert [g["weight_decay"] for g in groups] == [0.05] * len(groups)
+    assert [g["weight_decay"] for g in groups] == [0.02] * len(groups)  # not the default (0.05)
 
 
 def test_yaml_scientific_notation_without_a_dot_is_a_number(tmp_path):
