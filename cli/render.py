@@ -36,6 +36,13 @@ def note(message: str) -> None:
     err.print(message, markup=False)
 
 
+def _say_aborted() -> None:
+    # Straight to the file descriptor, not through Rich: the signal can land while Rich is in the
+    # middle of rendering (the summary table), and a print from there goes to Rich's buffer, which
+    # the os._exit that follows would drop.
+    os.write(2, b"aborted: last.pt holds the last saved checkpoint (resume with --resume)\n")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -87,15 +94,14 @@ class TrainDisplay:
 
     def _on_sigint(self, signum, frame) -> None:
         if self.stop_requested:
-            err.print("[red]aborted[/]: last.pt holds the last saved checkpoint (resume with --resume)")
+            _say_aborted()
             raise KeyboardInterrupt
         self.stop_requested = True
         err.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
 
     def _abort_now(self, signum, frame) -> None:
-        err.print("[red]aborted[/]: last.pt holds the last saved checkpoint (resume with --resume)")
+        _say_aborted()
         sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(130)  # not SystemExit: torch's exit hooks would run, and a signal there prints a traceback
 
     def should_stop(self) -> bool:

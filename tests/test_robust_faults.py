@@ -97,6 +97,22 @@ def test_second_ctrl_c_aborts_at_once(tiny_data, tmp_path):
     check_run_files(run)  # an abort mid-write leaves whole files too
 
 
+def test_abort_message_survives_a_signal_inside_a_rich_print():
+    # The race CI once lost: the second Ctrl-C landed while Rich was rendering the summary table,
+    # the "aborted" line went to Rich's buffer, and os._exit dropped it. Inside Rich's buffer on
+    # purpose, the message must still reach stderr.
+    script = textwrap.dedent("""
+        from crnn_core.cli import render
+        display = render.TrainDisplay()
+        with render.err:
+            render.err.print("half a table")
+            display._abort_now(2, None)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "aborted: last.pt holds the last saved checkpoint" in done.stderr
+
+
 # -- kill -9 -------------------------------------------------------------------------------------
 def check_run_files(run: Path) -> dict[str, object]:
     """Whatever a kill left must be complete: loadable checkpoints, whole JSON lines."""
