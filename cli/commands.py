@@ -75,7 +75,7 @@ def train(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Time budget for the whole run (loading, training, the last validation and calibration), in minutes; the run stops cleanly before it, keeping the best model. 0: no limit."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training samples per step, per process (default: 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, above 0 and at most 10 (default: 0.002)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW's decoupled weight decay, at least 0 and at most 1 (default: 0.05)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW's decoupled weight decay, at least 0 and at most 1 (default: 0.05; 1e-4 with --init)."),
     height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px (default: a bundled architecture's 32, or, when the training images are taller than 40 px, their median height rounded to 16, up to 64)."),
     head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),

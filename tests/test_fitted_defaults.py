@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import render_text
-from crnn_core.config import (UNTIL_BUDGET, TrainConfig, height_from_architecture, load_model_config,
+from crnn_core.config import (FINETUNE_WEIGHT_DECAY, UNTIL_BUDGET, TrainConfig, height_from_architecture, load_model_config,
                               resolve_run_config, with_height)
 from crnn_core.datastats import fitted_height
 from crnn_core.data import header_heights
@@ -115,6 +115,21 @@ def test_a_budget_lifts_the_epoch_cap_and_early_stopping(tmp_path):
     assert (from_file.epochs, from_file.patience) == (UNTIL_BUDGET, 3)
     _, explicit = resolve_run_config(train=TrainConfig(max_minutes=5))  # a library caller's object is taken as is
     assert (explicit.epochs, explicit.patience) == (30, 8)
+
+
+def test_fine_tuning_keeps_a_small_weight_decay_unless_one_is_given(tmp_path):
+    init = load_model_config("crnn-tiny")
+    _, scratch = resolve_run_config(train_flags={})
+    _, tuned = resolve_run_config(train_flags={}, init=init)
+    assert (scratch.weight_decay, tuned.weight_decay) == (0.05, FINETUNE_WEIGHT_DECAY) and FINETUNE_WEIGHT_DECAY < 0.05
+    _, flag = resolve_run_config(train_flags={"weight_decay": 0.02}, init=init)
+    assert flag.weight_decay == 0.02
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"train": {"weight_decay": 0.03}}))
+    _, from_file = resolve_run_config(config_file=config, init=init)
+    assert from_file.weight_decay == 0.03
+    _, explicit = resolve_run_config(train=TrainConfig(weight_decay=0.05), init=init)  # taken as is
+    assert explicit.weight_decay == 0.05
 
 
 def test_a_budgeted_run_shows_no_epoch_total(tiny_data, tmp_path, capfd):
