@@ -91,6 +91,7 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8; with --max-minutes, none: the budget ends the run)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
     ema: Optional[float] = typer.Option(None, "--ema", help="Validate and keep an exponential moving average of the weights with this decay, at least 0 and below 1, warmed up over the first steps (default: 0.999; 0 turns it off)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Share of the recurrent layers' outputs zeroed in training, at least 0 and below 1 (default: 0)."),
     precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 (or fp16) autocast on CUDA; bf16 on CPUs with AVX-512 BF16 or AMX, else fp32."),
     force: bool = typer.Option(False, "--force", help="Replace the models already in the --out folder (without it, a folder holding best.pt or last.pt is refused)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train in N processes on this machine (torchrun + DDP; gloo on CPU, nccl on GPU). --batch-size is per process."),
@@ -112,7 +113,7 @@ def train(
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
         "precision": precision.value if precision else None, "freeze_backbone": _freeze_epochs(freeze_backbone),
-        "ema": ema, "weight_decay": weight_decay,
+        "ema": ema, "weight_decay": weight_decay, "dropout": dropout,
     }.items() if v is not None}
     with render.TrainDisplay() as display:
         result = run_training(data, out, model, val=val, labels=labels.value, resume=resume, init=init,

@@ -372,6 +372,7 @@ TRAIN_SETTINGS: dict[str, Setting] = {
     "precision": Setting(str, choices=PRECISIONS),
     "freeze_backbone": _FreezeSetting(int),
     "ema": Setting(float, 0, 1, hi_open=True),  # a decay of 1 would never move from the first step's weights
+    "dropout": Setting(float, 0, 1, hi_open=True),
 }
 # With a time budget the clock ends a run: the epoch cap and early stopping apply only when a
 # flag or config file asks for them. With them, 10-minute runs on captchas and handwritten
@@ -414,6 +415,9 @@ class TrainConfig:
     # default since issue 15: with the budget and height changes it hurt none of the four proxy
     # sets (docs/accuracy.md); its own share of the gains was not separated
     ema: float = 0.999
+    # the share of the recurrent layers' outputs zeroed before the output layer in training (the
+    # place kraken's and calamari's default networks put a dropout of 0.5); 0 = none
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for key, setting in TRAIN_SETTINGS.items():

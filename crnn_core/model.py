@@ -48,6 +48,9 @@ class CRNN(nn.Module):
             features = (2 if config.rnn_bidirectional else 1) * config.rnn_hidden
         else:
             self.rnn = None
+        # Zeroes a share of each step's features before the output layer in training; its rate is a
+        # training setting (train.py sets it), and it has no weights, so model files are unchanged.
+        self.dropout = nn.Dropout(0.0)
         # heads.py decides what the output layer is (CTC: a Linear; softmax: L positions)
         self.head_kind = head_for(config)
         self.head = self.head_kind.build(config, features, num_classes,
@@ -67,6 +70,7 @@ class CRNN(nn.Module):
         seq = fmap.permute(3, 0, 1, 2).reshape(t, b, c * h)
         if self.rnn is not None:
             seq, _ = self.rnn(seq)
+        seq = self.dropout(seq)
         out = self.head(seq, lengths) if self.head_kind.reads_lengths else self.head(seq)
         return out.float().log_softmax(-1)
 

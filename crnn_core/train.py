@@ -288,6 +288,7 @@ class Trainer:
         gc.collect()
         gc.freeze()  # see frozen_gc
         self.model, self.surgery = build_model(plan, self.data, self.device, self.emit)
+        self.model.dropout.p = self.config.dropout
         if self.surgery is not None:
             self.emit("finetune", {"init": plan.init_name,
                                    "alphabet_mode": init_alphabet, "summary": self.surgery.summary(),

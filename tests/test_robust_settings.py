@@ -365,3 +365,38 @@ def test_any_config_file_value_gets_a_clean_answer(tiny_data, tmp_path_factory, 
     config.write_text(yaml.safe_dump(content))
     code, out, err = run_cli("train", tiny_data, "--config", config, "--out", run, capfd=capfd)
     _check_outcome(code, err, run)
+
+
+def test_dropout_flag_reaches_the_config_and_the_training_model(tiny_data, tmp_path, capfd, monkeypatch):
+    seen = []
+    real_epoch = Trainer.train_epoch
+
+    def recording_epoch(self, epoch):
+        seen.append(self.model.dropout.p)
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", recording_epoch)
+    code, out, err = run_cli("train", tiny_data, "--model", "crnn-tiny", "--epochs", "1", "--threads", "2",
+                             "--dropout", "0.3", "--out", tmp_path / "run", capfd=capfd)
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["dropout"] == 0.3
+    assert seen == [0.3]
+    code, out, err = run_cli("train", tiny_data, "--dropout", "1", "--out", tmp_path / "bad", capfd=capfd)
+    assert code == 2 and "--dropout must be a number >= 0 and < 1, not 1" in one_clean_line(err)
+
+
+def test_dropout_acts_in_training_only_and_adds_no_weights():
+    import torch
+
+    from crnn_core.model import CRNN
+
+    torch.manual_seed(0)
+    plain = CRNN(load_model_config("crnn-tiny"), 5)
+    dropped = CRNN(load_model_config("crnn-tiny"), 5)
+    dropped.load_state_dict(plain.state_dict())  # the same keys: a model file does not change
+    dropped.dropout.p = 0.5
+    images = torch.rand(2, 1, 32, 64) * 2 - 1
+    plain.train(), dropped.train()
+    assert not torch.allclose(plain(images), dropped(images))
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(images), dropped(images))
