@@ -9,13 +9,20 @@ Softmax head (L x C per sample, class 0 = end of text): the most probable text, 
 Confidence: for greedy decoding, the probability of the best path (the product over frames
 of the top class's probability); for beam search, the total probability of the chosen text
 summed over the alignments the beam kept. Both lie in [0, 1].
+
+Weakest: the probability of the reading's least certain character, each character taken at
+its most probable frame along the reading's most probable alignment (the softmax head: the
+least probable of the chosen characters and the end). A product over every frame falls with
+the length of the line whatever its quality; the weakest character does not, and it is what
+decides whether a reading is right, so calibration maps this score (docs/accuracy.md, "Which
+score says a reading is right": it ranks right above wrong readings far better).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,12 +39,14 @@ BEAM_PRUNE = -12.0
 class Decoded:
     """One sample's reading. `matched` is False when a constrained search found no accepted
     reading (ids are then empty and confidence 0). `text` is filled in by the recogniser,
-    which knows the alphabet; decoders leave it empty."""
+    which knows the alphabet; decoders leave it empty. `weakest`: the probability of the least
+    certain character (module docstring)."""
 
     ids: tuple[int, ...]
     confidence: float
     matched: bool = True
     text: str = ""
+    weakest: float = 0.0
 
 
 NO_MATCH = Decoded((), 0.0, False)
@@ -58,8 +67,65 @@ def greedy(log_probs: np.ndarray, lengths: Sequence[int]) -> list[Decoded]:
     """Best-path decoding; `lengths` gives each sample's valid frames."""
     best = log_probs.argmax(-1)  # T x B
     top = np.take_along_axis(log_probs, best[..., None], -1)[..., 0]
-    return [Decoded(collapse(best[:length, b].tolist()), float(np.exp(top[:length, b].sum())))
-            for b, length in enumerate(lengths)]
+    return [_best_path(best[:length, b].tolist(), top[:length, b]) for b, length in enumerate(lengths)]
+
+
+def _best_path(path: list[int], top: np.ndarray) -> Decoded:
+    """A best path's reading and probability, and its weakest character: each character's best
+    frame, the least of those (no character: the least sure frame)."""
+    ids: list[int] = []
+    best: list[float] = []
+    prev = -1
+    for k, lp in zip(path, top.tolist()):
+        if k != BLANK and k == prev:
+            best[-1] = max(best[-1], lp)
+        elif k != BLANK:
+            ids.append(int(k))
+            best.append(lp)
+        prev = k
+    weakest = min(best) if best else float(top.min(initial=0.0))
+    return Decoded(tuple(ids), float(np.exp(top.sum())), weakest=float(np.exp(weakest)))
+
+
+def weakest_characters(log_probs: np.ndarray, lengths: Sequence[int], readings: Sequence[Sequence[int]]) -> list[float]:
+    """Each reading's weakest character along its most probable CTC alignment (Viterbi) in a
+    T x B x C log-prob array: each character at its best frame, the least of those; with no
+    character, the least sure blank. 0.0 where a reading needs more frames than its sample has.
+
+    All samples at once: states are blank, c1, blank, c2, ..., blank, padded to the longest.
+    """
+    batch = len(readings)
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(batch)
+    sizes = np.array([2 * len(ids) + 1 for ids in readings])
+    labels = np.zeros((batch, int(sizes.max(initial=1))), dtype=np.int64)
+    for b, ids in enumerate(readings):
+        labels[b, 1:sizes[b]:2] = ids
+    # a character state may also be entered from two back (over a blank) when the character differs
+    skip = np.zeros(labels.shape, dtype=bool)
+    skip[:, 3::2] = labels[:, 3::2] != labels[:, 1:-2:2]
+    frames = np.take_along_axis(log_probs[: int(lengths.max(initial=0))], labels[None], 2)  # T x B x S
+    score = np.full(labels.shape, -np.inf)
+    score[:, :2] = frames[0, :, :2] if len(frames) else -np.inf
+    back = np.zeros(frames.shape, dtype=np.int8)  # how many states back each state came from
+    for t in range(1, len(frames)):
+        padded = np.pad(score, ((0, 0), (2, 0)), constant_values=-np.inf)
+        moves = np.stack([score, padded[:, 1:-1], np.where(skip, padded[:, :-2], -np.inf)])  # stay, one, two back
+        back[t] = moves.argmax(0)
+        score = np.where((t < lengths)[:, None], moves.max(0) + frames[t], score)
+    rows = np.arange(batch)
+    last = np.maximum(sizes - 2, 0)
+    end = np.where(score[rows, sizes - 1] >= score[rows, last], sizes - 1, last)
+    possible = (lengths > 0) & np.isfinite(score[rows, end])
+    best = np.full(labels.shape, -np.inf)
+    for t in range(len(frames) - 1, -1, -1):  # walk each alignment back, keeping each state's best frame
+        on = t < lengths
+        best[rows[on], end[on]] = np.maximum(best[rows[on], end[on]], frames[t, rows[on], end[on]])
+        end = np.where(on, end - back[t, rows, end], end)
+    out = []
+    for b, ids in enumerate(readings):
+        chosen = best[b, 1:sizes[b]:2] if len(ids) else log_probs[: lengths[b], b, BLANK]
+        out.append(float(np.exp(chosen.min())) if possible[b] else 0.0)
+    return out
 
 
 def positions(log_probs: np.ndarray, lengths: Sequence[int] | None = None) -> list[Decoded]:
@@ -85,7 +151,9 @@ def best_text(log_probs: np.ndarray) -> Decoded:
     scores = prefix[:length] + log_probs[:, END]
     scores = np.append(scores, prefix[length])
     n = int(scores.argmax())
-    return Decoded(tuple(int(k) for k in best[:n]), float(np.exp(scores[n])))
+    chosen = np.append(best_lp[:n], log_probs[n, END] if n < length else [])  # its characters and its end
+    weakest = float(np.exp(chosen.min())) if chosen.size else 1.0
+    return Decoded(tuple(int(k) for k in best[:n]), float(np.exp(scores[n])), weakest=weakest)
 
 
 def _frame_probs(log_probs: np.ndarray, prune: float | None) -> np.ndarray:
@@ -120,7 +188,9 @@ def beam_search(log_probs: np.ndarray, lengths: Sequence[int], beam: int = 8, au
     search.beams.blank[:, 0] = automaton.remaining[automaton.start] <= lengths  # else it can never match
     for t in range(int(lengths.max(initial=0))):
         search.step(probs[t], lengths - 1 - t, t < lengths)
-    return search.results()
+    results = search.results()
+    weakest = weakest_characters(log_probs, lengths, [d.ids for d in results])
+    return [replace(d, weakest=w) if d.matched else d for d, w in zip(results, weakest)]
 
 
 class _Search:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from conftest import render_text, search
 from crnn_core.alphabet import Alphabet, normalize
 from crnn_core.data import read_list_file
-from crnn_core.decode import BEAM_PRUNE, BLANK, collapse, greedy
+from crnn_core.decode import BEAM_PRUNE, BLANK, collapse, greedy, weakest_characters
 from crnn_core.heads import decode_batch
 from crnn_core.errors import DatasetError
 from crnn_core.metrics import char_errors, word_errors
@@ -138,6 +138,49 @@ def test_unpruned_wide_beam_is_exact(frames):
     found = search(frames, len(totals) + 1)
     assert found.confidence == pytest.approx(best, rel=1e-6, abs=1e-12)
     assert totals[found.ids] == pytest.approx(best, rel=1e-6, abs=1e-12)
+
+
+def weakest_by_enumeration(frames: np.ndarray, ids: tuple[int, ...]) -> float:
+    """The oracle: over every path that collapses to `ids`, the most probable one; along it,
+    each character's run of frames gives its best frame, and the least of those is the answer."""
+    best_lp, answer = -math.inf, 0.0
+    for path in itertools.product(range(frames.shape[1]), repeat=frames.shape[0]):
+        if collapse(path) != ids:
+            continue
+        lp = sum(frames[t, k] for t, k in enumerate(path))
+        if lp <= best_lp:
+            continue
+        runs = [max(frames[t, k] for t, _ in run) for k, run in itertools.groupby(enumerate(path), key=lambda x: x[1])
+                if k != BLANK]
+        best_lp = lp
+        answer = math.exp(min(runs)) if runs else math.exp(min(frames[:, BLANK]))
+    return answer
+
+
+@FAST
+@given(lattices(max_t=5, max_c=3), st.lists(st.integers(1, 2), max_size=3))
+def test_weakest_character_is_taken_along_the_most_probable_alignment(frames, other):
+    (g,) = greedy(frames[:, None, :], [frames.shape[0]])
+    assert g.weakest == pytest.approx(weakest_by_enumeration(frames, g.ids), rel=1e-6, abs=1e-12)
+    readings = [g.ids, tuple(min(k, frames.shape[1] - 1) for k in other)]  # the best path's reading, and any other (perhaps too long to align)
+    batch = np.repeat(frames[:, None, :], 2, 1)
+    found = weakest_characters(batch, [frames.shape[0]] * 2, readings)
+    for ids, value in zip(readings, found):
+        assert value == pytest.approx(weakest_by_enumeration(frames, ids), rel=1e-6, abs=1e-12)
+
+
+def test_weakest_character_ignores_the_frames_between_characters():
+    # "12" read from four frames: two sure characters, and two blank frames at p=0.6 that drag the
+    # best path's probability down to 0.9*0.6*0.6*0.8 = 0.26; the weakest character is still 0.8.
+    frames = np.log(np.array([[0.05, 0.9, 0.05], [0.6, 0.2, 0.2], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]]))
+    (g,) = greedy(frames[:, None, :], [4])
+    assert g.ids == (1, 2) and g.confidence == pytest.approx(0.2592)
+    assert g.weakest == pytest.approx(0.8)
+    assert search(frames, 4).weakest == pytest.approx(0.8)
+    # lengths differ within a batch: the second sample's frames past its length are ignored
+    batch = np.stack([frames, np.log(np.full((4, 3), 1 / 3))], 1)
+    assert weakest_characters(batch, [4, 1], [(1, 2), (1,)]) == pytest.approx([0.8, 1 / 3])
+    assert weakest_characters(batch, [4, 1], [(1, 1, 1), (1, 2)]) == [0.0, 0.0]  # too long to align
 
 
 # -- label-file parser ----------------------------------------------------------------------------

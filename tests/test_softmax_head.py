@@ -104,6 +104,16 @@ def test_decode_full_length_needs_no_end():
     assert best_text(empty).ids == ()
 
 
+def test_weakest_is_the_least_sure_of_the_characters_and_the_end():
+    lp = _lp([[0.01, 0.9, 0.05, 0.04], [0.01, 0.04, 0.7, 0.25], [0.8, 0.1, 0.05, 0.05], [0.1, 0.1, 0.1, 0.7]])
+    decoded = best_text(lp)
+    assert decoded.ids == (1, 2) and decoded.weakest == pytest.approx(0.7)  # '2' at 0.7; the end at 0.8
+    lp = _lp([[0.01, 0.9, 0.05, 0.04], [0.6, 0.04, 0.3, 0.06], [0.1, 0.1, 0.1, 0.7]])
+    assert best_text(lp).ids == (1,) and best_text(lp).weakest == pytest.approx(0.6)  # the end is the weakest
+    full = _lp([[1e-6, 0.95, 0.05, 1e-6], [1e-6, 0.1, 0.9, 1e-6]])
+    assert best_text(full).weakest == pytest.approx(0.9, rel=1e-4)  # all L positions: no end to count
+
+
 def test_decode_is_not_plain_argmax_when_that_is_less_likely():
     # Argmax reads 'a' then a chain of barely-winning characters; the empty text is likelier.
     lp = _lp([[0.45, 0.5, 0.05, 0.0001]] + [[0.3, 0.35, 0.35, 0.0001]] * 3)
