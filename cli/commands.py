@@ -423,6 +423,31 @@ def export(
     typer.echo(str(report.path))
 
 
+def calibrate(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    data: Path = typer.Argument(..., help="Labelled lines like those the model will read: a folder (its val/ split if it has one) or a list file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The model file to write, with the new calibration (required; never the model itself)."),
+    labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
+) -> None:
+    """Refit a model's confidence calibration on labelled data; the weights stay as they are.
+
+    For a model that will read other lines than its validation set's (a bundled model on your
+    scans): `crnn predict --min-confidence` then flags by the chance of being right on lines like these.
+    """
+    from crnn_core.evaluate import calibrate as run_calibrate
+    from crnn_core.modelfile import resolve_model
+    from crnn_core.outputs import check_output_path
+
+    if out is None:
+        raise typer.BadParameter("give the model file to write", param_hint="--out")
+    source = resolve_model(model)
+    target = check_output_path(out, [source, data, *_list_files(data)], "--out")
+    result = run_calibrate(str(source), data, target, labels=labels.value, device=device)
+    render.calibration_summary(result)
+    typer.echo(str(out))
+
+
 def info(
     model: Optional[str] = typer.Argument(None, help=MODEL_HELP + " (default: the bundled latin-print)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

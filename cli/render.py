@@ -328,12 +328,30 @@ def model_info(summary: dict[str, Any], config) -> None:
                                          f"{surgery.get('dropped', '')!r}")
     calibration = (train or {}).get("calibration")
     if calibration:
-        rows = [f"{b['low']:.2f}-{b['high']:.2f}: {b['lines']} lines, right {_pct(b['accuracy'])}, "
-                f"calibrated {_pct(b['calibrated'])}" for b in calibration["table"] if b["lines"]]
-        table.add_row("calibration", f"on {calibration['samples']} validation lines; raw confidence\n" + "\n".join(rows))
+        table.add_row("calibration", f"on {calibration['samples']} lines; " + _calibration_rows(calibration))
     else:
         table.add_row("calibration", "none (models trained before calibration existed)")
     out.print(table)
+
+
+def _calibration_rows(calibration: dict[str, Any]) -> str:
+    """What a calibration maps, then its reliability table: one line per raw-score bin with lines."""
+    from crnn_core.calibration import SCORES
+
+    score = calibration.get("score", "best-path")
+    rows = [f"{b['low']:.2f}-{b['high']:.2f}: {b['lines']} lines, right {_pct(b['accuracy'])}, "
+            f"calibrated {_pct(b['calibrated'])}" for b in calibration["table"] if b["lines"]]
+    return "\n".join([f"raw score: {SCORES.get(score, score)}", *rows])
+
+
+def calibration_summary(result) -> None:
+    """`crnn calibrate`: where the map was fitted, how often the model was right, the table."""
+    for problem in result.problems[:5]:
+        note(f"skipped {problem}")
+    if result.problems:
+        note(f"{len(result.problems)} sample(s) skipped")
+    note(f"calibrated {result.model} on {result.calibration.samples} lines of {result.data} "
+         f"(read right: {_pct(result.accuracy)}); " + _calibration_rows(result.calibration.to_dict()).replace("\n", "; "))
 
 
 def data_check(result, show: int) -> None:

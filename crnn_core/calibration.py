@@ -1,16 +1,18 @@
-"""Confidence calibration: map a reading's raw confidence to the chance that it is right.
+"""Confidence calibration: map a reading's raw score to the chance that it is right.
 
-Fitted on the validation set when training ends (on the best model, greedy decoding) and
-stored in the model file's `train` record under "calibration", so it travels with the
-weights. The map is isotonic (pool-adjacent-violators on raw confidence vs exact-match
-correctness), with each pooled block's accuracy smoothed as (right + 1) / (n + 2), so a
-block with no error seen is still not called certain; between block centres it
+Fitted on the validation set when training ends (on the best model, greedy decoding), or by
+`crnn calibrate` on any labelled set, and stored in the model file's `train` record under
+"calibration", so it travels with the weights. The raw score is the probability of the
+reading's weakest character (`Decoded.weakest`, decode.py), which ranks right above wrong
+readings far better than the best path's probability (docs/accuracy.md, "Which score says a
+reading is right"); maps fitted before it existed read the best path's probability, and say
+so in their "score". The map is isotonic (pool-adjacent-violators on the raw score vs
+exact-match correctness), with each pooled block's accuracy smoothed as (right + 1) / (n + 2),
+so a block with no error seen is still not called certain; between block centres it
 interpolates linearly, and it is flat beyond the first and last.
 
-The validation set also chose the best epoch, so the map is a little optimistic; with a
-few hundred validation lines and a few errors it is coarse. It is fitted on greedy
-confidences (best-path probability); beam and constrained confidences, which sum over
-alignments, are a little higher for the same reading, so the map flatters them slightly.
+Fitted at the end of training, the validation set also chose the best epoch, so the map is a
+little optimistic; with a few hundred validation lines and a few errors it is coarse.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-# The raw-confidence bins of the reliability table shown by `crnn info`.
+# The raw-score bins of the reliability table shown by `crnn info`.
 TABLE_EDGES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+# What a map reads: the weakest character's probability, or (maps fitted before it) the best path's.
+SCORES = {"weakest": "the weakest character's probability", "best-path": "the best path's probability"}
 
 
 @dataclass
@@ -31,23 +35,40 @@ class Calibration:
     y: list[float]  # smoothed accuracy of each block, non-decreasing
     samples: int
     table: list[dict[str, Any]]  # reliability bins: low, high, lines, accuracy, calibrated
+    score: str = "weakest"  # the raw score it maps: a key of SCORES
 
-    def __call__(self, confidence: float) -> float:
-        return float(np.interp(confidence, self.x, self.y))
+    def __call__(self, raw: float) -> float:
+        return float(np.interp(raw, self.x, self.y))
+
+    def p_correct(self, reading) -> float:
+        """The chance that a reading (a `Decoded`) is right; 0 for a constrained search's non-match."""
+        if not reading.matched:
+            return 0.0
+        return self(reading.weakest if self.score == "weakest" else reading.confidence)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "isotonic", "x": self.x, "y": self.y, "samples": self.samples, "table": self.table}
+        return {"method": "isotonic", "score": self.score, "x": self.x, "y": self.y, "samples": self.samples,
+                "table": self.table}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Calibration | None":
+        """None for no map, or one this version cannot read (a method or score it does not know)."""
         if not raw or raw.get("method") != "isotonic" or not raw.get("x"):
             return None
+        score = raw.get("score", "best-path")  # files written before the score was recorded
+        if score not in SCORES:
+            return None
         return cls([float(v) for v in raw["x"]], [float(v) for v in raw["y"]], int(raw.get("samples", 0)),
-                   list(raw.get("table", [])))
+                   list(raw.get("table", [])), score)
 
 
-def fit(confidences: Sequence[float], correct: Sequence[bool]) -> Calibration:
-    """Isotonic fit of correctness on raw confidence (pool adjacent violators)."""
+def fit_readings(readings: Sequence[Any], correct: Sequence[bool]) -> Calibration:
+    """The map of readings' weakest-character probability to correctness."""
+    return fit([r.weakest for r in readings], correct, score="weakest")
+
+
+def fit(confidences: Sequence[float], correct: Sequence[bool], score: str = "weakest") -> Calibration:
+    """Isotonic fit of correctness on a raw score (pool adjacent violators)."""
     if len(confidences) != len(correct) or not confidences:
         raise ValueError("calibration needs as many outcomes as confidences, at least one")
     order = np.argsort(np.asarray(confidences, dtype=np.float64), kind="stable")
@@ -64,7 +85,7 @@ def fit(confidences: Sequence[float], correct: Sequence[bool]) -> Calibration:
     xs = [b[0] / b[2] for b in blocks]
     ys = [(b[1] + 1.0) / (b[2] + 2.0) for b in blocks]
     ys = np.maximum.accumulate(ys).tolist()  # smoothing can break monotonicity between tiny blocks
-    calibration = Calibration(xs, ys, len(c), [])
+    calibration = Calibration(xs, ys, len(c), [], score)
     table = []
     for low, high in zip(TABLE_EDGES, TABLE_EDGES[1:]):
         inside = (c >= low) & ((c < high) if high < 1.0 else (c <= high))

@@ -16,9 +16,11 @@ from .data import Dataset, Problem, discover, is_image, load_all
 from .errors import DatasetError
 from .gates import GateOutcome
 from .metrics import Scores, char_errors
-from .modelfile import LoadedModel, load_model
+from .calibration import Calibration, fit_readings
+from .modelfile import LoadedModel, load_model, save_model
 from .outputs import dumps
-from .recognizer import Recognizer
+from .recognizer import Recognizer, recognize_arrays
+from .runners import resolve_device
 
 REPORT_FORMAT = "crnn-eval"
 REPORT_VERSION = 2  # 2 added characters, confusions, gates, passed, baseline
@@ -97,15 +99,15 @@ class Report:
         return dumps(self.to_dict(per_sample, outcome), indent=2) + "\n"
 
 
-def eval_split(path: str | Path) -> Path:
-    """The folder to evaluate: DATA itself when it holds labels, else DATA/test, else DATA/val."""
+def eval_split(path: str | Path, splits: tuple[str, ...] = ("test", "val")) -> Path:
+    """The folder to read: DATA itself when it holds labels, else the first of DATA's `splits` it has."""
     path = Path(path)
     if path.is_dir():
         from .data import LIST_FILE_NAMES, SIDECAR_SUFFIX
 
         has_labels = any((path / n).is_file() for n in LIST_FILE_NAMES) or any(path.glob("*" + SIDECAR_SUFFIX))
         if not has_labels:
-            for split in ("test", "val"):
+            for split in splits:
                 if (path / split).is_dir():
                     return path / split
     return path
@@ -118,33 +120,92 @@ def _require_samples(source: Path, count: int, problems: list[Problem]) -> None:
         raise DatasetError(f"{source}: no usable samples ({len(problems)} problems{first})")
 
 
-def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: str = "auto",
-             batch_size: int = 64, beam: int = 1, device: str = "auto", threads: int = 2,
-             on_progress=None, pattern: str | None = None, lexicon: str | Path | None = None) -> Report:
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    source = eval_split(data)
+@dataclass
+class Labelled:
+    """A labelled set read for a model: its samples' arrays (None where unreadable) and problems."""
+
+    source: Path
+    dataset: Dataset
+    arrays: list
+    problems: list[Problem]
+
+    @property
+    def keep(self) -> list[int]:
+        return [i for i, a in enumerate(self.arrays) if a is not None]
+
+
+def read_labelled(data: str | Path, loaded: LoadedModel, labels: str, threads: int, on_progress,
+                  splits: tuple[str, ...] = ("test", "val")) -> Labelled:
+    """DATA's labelled split (eval_split), preprocessed for `loaded`; DatasetError if nothing is usable."""
+    source = eval_split(data, splits)
     if source.is_file() and is_image(source):
         raise DatasetError(f"{source}: an image, not a labelled dataset (give a folder, or a list file of "
                            "PATH<TAB>LABEL lines)")
     dataset: Dataset = discover(source, labels)
     _require_samples(source, len(dataset.samples), dataset.problems)
-    recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads,
-                            pattern=pattern, lexicon=lexicon)
-    started = time.monotonic()
     arrays, problems = load_all([s.path for s in dataset.samples], loaded.preprocess, threads, on_progress)
-    keep = [i for i, a in enumerate(arrays) if a is not None]
-    _require_samples(source, len(keep), dataset.problems + problems)
-    outputs = recognizer.predict_arrays([arrays[i] for i in keep])
+    read = Labelled(source, dataset, arrays, dataset.problems + problems)
+    _require_samples(source, len(read.keep), read.problems)
+    return read
+
+
+def evaluate(model: str | Path | LoadedModel | None, data: str | Path, labels: str = "auto",
+             batch_size: int = 64, beam: int = 1, device: str = "auto", threads: int = 2,
+             on_progress=None, pattern: str | None = None, lexicon: str | Path | None = None) -> Report:
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    recognizer = Recognizer(loaded, device=device, batch_size=batch_size, beam=beam, threads=threads,
+                            pattern=pattern, lexicon=lexicon)  # a bad --pattern fails before any image is read
+    started = time.monotonic()  # lines/s counts reading the images too
+    read = read_labelled(data, loaded, labels, threads, on_progress)
+    keep = read.keep
+    outputs = recognizer.predict_arrays([read.arrays[i] for i in keep])
     seconds = time.monotonic() - started
     scores = Scores()
     results = []
     unmatched = 0
     for i, out in zip(keep, outputs):
         unmatched += not out.matched  # the constraint found no accepted reading: scored as an empty one
-        sample = dataset.samples[i]
+        sample = read.dataset.samples[i]
         scores.add(sample.text, out.text)
         results.append(SampleResult(str(sample.path), sample.text, out.text, out.confidence,
                                     char_errors(sample.text, out.text)))
     constraint = recognizer.constraint.to_dict() if recognizer.constraint is not None else None
-    return Report(str(loaded.path), str(source), scores, seconds, results, dataset.problems + problems, beam,
+    return Report(str(loaded.path), str(read.source), scores, seconds, results, read.problems, beam,
                   constraint, unmatched)
+
+
+@dataclass
+class Calibrated:
+    """What `calibrate` fitted and wrote."""
+
+    model: str
+    data: str
+    out: Path
+    calibration: Calibration
+    accuracy: float  # the share of the lines read right
+    problems: list[Problem]
+
+
+def calibrate(model: str | Path | LoadedModel | None, data: str | Path, out: str | Path, labels: str = "auto",
+              device: str = "auto", threads: int = 2, on_progress=None) -> Calibrated:
+    """Fit the model's confidence calibration on labelled data (DATA, else its val/ split) and write
+    the model with it to `out`; the weights are unchanged. The caller checks `out` (never the model)."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    read = read_labelled(data, loaded, labels, threads, on_progress, splits=("val",))
+    texts = [read.dataset.samples[i].text for i in read.keep]
+    calibration, accuracy = calibrate_arrays(loaded, [read.arrays[i] for i in read.keep], texts, Path(out),
+                                             resolve_device(device))
+    return Calibrated(str(loaded.path), str(read.source), Path(out), calibration, accuracy, read.problems)
+
+
+def calibrate_arrays(loaded: LoadedModel, arrays: list, texts: list[str], out: Path, device=None
+                     ) -> tuple[Calibration, float]:
+    """Fit a calibration on preprocessed arrays and their labels (greedy readings) and write the
+    model file with it, atomically, to `out`. Returns the map and the share of lines read right."""
+    model = loaded.model.to(device) if device is not None else loaded.model
+    model.eval()
+    outputs = recognize_arrays(model, arrays, loaded.alphabet.decode, batch_size=64, device=device)
+    correct = [o.text == expected for o, expected in zip(outputs, texts)]
+    calibration = fit_readings(outputs, correct)
+    save_model(out, model, loaded.alphabet, loaded.preprocess, dict(loaded.train, calibration=calibration.to_dict()))
+    return calibration, sum(correct) / len(correct)

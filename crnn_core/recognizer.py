@@ -149,9 +149,7 @@ class Recognizer:
         for i, path in enumerate(chunk):
             if i in outputs:
                 out = outputs[i]
-                p_correct = None
-                if self.calibration is not None:
-                    p_correct = self.calibration(out.confidence) if out.matched else 0.0
+                p_correct = self.calibration.p_correct(out) if self.calibration is not None else None
                 matched = out.matched if self.constraint is not None else None
                 yield Prediction(path, out.text, out.confidence, matched=matched, p_correct=p_correct)
             else:

@@ -24,11 +24,12 @@ from torch import nn
 from . import __version__, distributed
 from .augment import augment_batch
 from .averaging import weight_average
-from .calibration import Calibration, fit
+from .calibration import Calibration
 from .config import ModelConfig, TrainConfig, dump_run_config
 from .cpushare import CpuShare
 from .data import Problem, width_batches
 from .errors import CrnnError
+from .evaluate import calibrate_arrays
 from .finetune import backbone_frozen, set_backbone_frozen
 from .heads import head_for
 from .memory import release_free_memory
@@ -132,12 +133,7 @@ def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
 def calibrate_file(path: Path, arrays: list[np.ndarray], texts: list[str], device: torch.device | None = None
                    ) -> Calibration:
     """Fit the calibration of the model file at `path` on labelled arrays and store it in the file."""
-    loaded = load_model(path)
-    model = loaded.model.to(device) if device is not None else loaded.model
-    outputs = recognize_arrays(model, arrays, loaded.alphabet.decode, batch_size=64, device=device)
-    calibration = fit([o.confidence for o in outputs], [o.text == expected for o, expected in zip(outputs, texts)])
-    save_model(path, model, loaded.alphabet, loaded.preprocess, dict(loaded.train, calibration=calibration.to_dict()))
-    return calibration
+    return calibrate_arrays(load_model(path), arrays, texts, path, device)[0]
 
 
 def weights_finite(model: nn.Module) -> bool:
