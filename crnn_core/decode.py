@@ -109,9 +109,13 @@ def weakest_characters(log_probs: np.ndarray, lengths: Sequence[int], readings: 
     back = np.zeros(frames.shape, dtype=np.int8)  # how many states back each state came from
     for t in range(1, len(frames)):
         padded = np.pad(score, ((0, 0), (2, 0)), constant_values=-np.inf)
-        moves = np.stack([score, padded[:, 1:-1], np.where(skip, padded[:, :-2], -np.inf)])  # stay, one, two back
-        back[t] = moves.argmax(0)
-        score = np.where((t < lengths)[:, None], moves.max(0) + frames[t], score)
+        one, two = padded[:, 1:-1], np.where(skip, padded[:, :-2], -np.inf)
+        back[t] = one > score  # ties go to the nearer state (as argmax over stay, one, two back would)
+        best = np.maximum(score, one)
+        over = two > best
+        back[t][over] = 2
+        best[over] = two[over]
+        score = np.where((t < lengths)[:, None], best + frames[t], score)
     rows = np.arange(batch)
     last = np.maximum(sizes - 2, 0)
     end = np.where(score[rows, sizes - 1] >= score[rows, last], sizes - 1, last)
