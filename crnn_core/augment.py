@@ -25,7 +25,7 @@ _BLUR_RADIUS = 3  # kernel taps each side; enough for the largest sigma drawn (1
 
 
 def augment_batch(arrays: Sequence[np.ndarray], rng: np.random.Generator, level: str = "default",
-                  max_width: int | None = None, width_multiple: int = 1):
+                  max_width: int | None = None, width_multiple: int = 1, elastic: float = 0.0):
     """Augment uint8 images of one height into a normalised float batch B x C x H x W.
 
     Returns the batch and each image's width after augmentation (the stretch changes it);
@@ -40,13 +40,17 @@ def augment_batch(arrays: Sequence[np.ndarray], rng: np.random.Generator, level:
         return to_tensor_batch(arrays, width_multiple)
     if level == "heavy":
         arrays = [_heavy_extras(a, rng) for a in arrays]
-    params = draw_params([a.shape[1] for a in arrays], arrays[0].shape[0], rng, level, max_width)
+    params = draw_params([a.shape[1] for a in arrays], arrays[0].shape[0], rng, level, max_width, elastic)
     return apply_params(arrays, params, width_multiple)
 
 
 def draw_params(widths: Sequence[int], height: int, rng: np.random.Generator, level: str = "default",
-                max_width: int | None = None) -> dict[str, np.ndarray]:
-    """The random choices for a batch of images of these widths, one array entry per image."""
+                max_width: int | None = None, elastic: float = 0.0) -> dict[str, np.ndarray]:
+    """The random choices for a batch of images of these widths, one array entry per image.
+
+    `elastic` > 0 adds a smooth local warp (see `_elastic_field`) of that size as a share of the
+    height; its draws come after all others, so that without it the stream is what it always was.
+    """
     s = _STRENGTH[level]
     n = len(widths)
     in_w = np.asarray(widths, dtype=np.float64)
@@ -68,9 +72,13 @@ def draw_params(widths: Sequence[int], height: int, rng: np.random.Generator, le
     brightness = np.where(lit, rng.uniform(-25, 25, n) * s, 0.0)
     inverted = rng.random(n) < 0.15 * s
     noise = np.where(rng.random(n) < 0.4 * s, rng.uniform(2, 10, n), 0.0)
-    return {"angle": angle, "shear": shear, "zoom": zoom, "dx": dx, "dy": dy, "out_w": out_w, "blur": blur,
-            "contrast": contrast, "brightness": brightness, "inverted": inverted, "noise": noise,
-            "noise_seed": np.array([rng.integers(2**62)])}
+    params = {"angle": angle, "shear": shear, "zoom": zoom, "dx": dx, "dy": dy, "out_w": out_w, "blur": blur,
+              "contrast": contrast, "brightness": brightness, "inverted": inverted, "noise": noise,
+              "noise_seed": np.array([rng.integers(2**62)])}
+    if elastic > 0:
+        params["elastic"] = np.where(rng.random(n) < 0.8, elastic * s * height, 0.0)  # px of displacement
+        params["elastic_seed"] = np.array([rng.integers(2**62)])
+    return params
 
 
 def identity_params(widths: Sequence[int]) -> dict[str, np.ndarray]:
@@ -119,6 +127,9 @@ def apply_params(arrays: Sequence[np.ndarray], p: dict[str, np.ndarray], width_m
     ys = (torch.arange(height, dtype=torch.float32) + 0.5).view(1, height, 1)
     u = coef[0].view(n, 1, 1) * xs + coef[1].view(n, 1, 1) * ys + coef[2].view(n, 1, 1)
     v = coef[3].view(n, 1, 1) * xs + coef[4].view(n, 1, 1) * ys + coef[5].view(n, 1, 1)
+    if "elastic" in p and p["elastic"].any():
+        field = _elastic_field(p["elastic"], int(p["elastic_seed"][0]), height, width)
+        u, v = u + field[:, 0], v + field[:, 1]
     grid = torch.stack([u * (2.0 / widest_in) - 1.0, v * (2.0 / height) - 1.0], dim=-1)
     out = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # Past each image's own width the batch is its background, as in an unaugmented batch.
@@ -140,6 +151,26 @@ def apply_params(arrays: Sequence[np.ndarray], p: dict[str, np.ndarray], width_m
             p["noise"].astype(np.float32)).view(n, 1, 1, 1)
     out = out.clamp_(0.0, 255.0).div_(127.5).sub_(1.0)
     return out.contiguous(), [int(w) for w in out_w]
+
+
+def _elastic_field(amplitudes: np.ndarray, seed: int, height: int, width: int):
+    """Per image, a smooth random displacement (n x 2 x H x W, in input pixels) that bends strokes
+    locally, as two hands draw one digit differently (the elastic distortion of Simard et al.,
+    ICDAR 2003, there on MNIST). Independent normal offsets at control points half a height apart
+    (three rows: top, middle, bottom), interpolated bicubically: warps at the scale of a stroke,
+    not of the line, which the affine map already covers.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = len(amplitudes)
+    columns = 2 + int(np.ceil(width / (height / 2)))
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn((n, 2, 3, columns), generator=generator)
+    coarse = coarse * torch.from_numpy(amplitudes.astype(np.float32)).view(n, 1, 1, 1)
+    fine = F.interpolate(coarse, size=(height, int(round((columns - 1) * height / 2)) + 1), mode="bicubic",
+                         align_corners=True)
+    return fine[:, :, :, :width]
 
 
 def _gaussian_blur(batch, sigmas: np.ndarray):

@@ -373,6 +373,7 @@ TRAIN_SETTINGS: dict[str, Setting] = {
     "freeze_backbone": _FreezeSetting(int),
     "ema": Setting(float, 0, 1, hi_open=True),  # a decay of 1 would never move from the first step's weights
     "dropout": Setting(float, 0, 1, hi_open=True),
+    "elastic": Setting(float, 0, 1),
 }
 # With a time budget the clock ends a run: the epoch cap and early stopping apply only when a
 # flag or config file asks for them. With them, 10-minute runs on captchas and handwritten
@@ -418,6 +419,9 @@ class TrainConfig:
     # the share of the recurrent layers' outputs zeroed before the output layer in training (the
     # place kraken's and calamari's default networks put a dropout of 0.5); 0 = none
     dropout: float = 0.0
+    # the size of augmentation's smooth local warps (augment._elastic_field), as a share of the
+    # input height; 0 = none
+    elastic: float = 0.0
 
     def __post_init__(self) -> None:
         for key, setting in TRAIN_SETTINGS.items():

@@ -442,7 +442,7 @@ class Trainer:
         """One optimiser step on a batch; its loss, or None when the loss or gradient was not finite."""
         train = self.data.train
         images, widths = augment_batch([train.arrays[i] for i in batch], self.aug_rng, self.config.augment,
-                                       self.model_config.max_width, TRAIN_WIDTH_MULTIPLE)
+                                       self.model_config.max_width, TRAIN_WIDTH_MULTIPLE, self.config.elastic)
         if self.device.type == "cuda":
             images = images.pin_memory()
         input_lengths = torch.tensor([self.model_config.time_steps(w) for w in widths], dtype=torch.long)
