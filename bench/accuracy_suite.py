@@ -20,6 +20,8 @@ split that no training or tuning ever sees:
     python bench/accuracy_suite.py run ... --label mine -- --height 48    # extra `crnn train` arguments after --
     python bench/accuracy_suite.py table bench-out/defaults.json bench-out/mine.json
     python bench/accuracy_suite.py fonts --model bench-out/accuracy-runs/lines-defaults/best.pt   # errors per test font
+    crnn eval bench-out/accuracy-runs/digits-defaults/best.pt bench-out/proxy/digits/test --per-sample --json d.json
+    python bench/accuracy_suite.py digits d.json ...    # errors per test digit image (each is in ~9 strings)
 
 `run` trains each kind with `crnn train KIND --max-minutes BUDGET` (plus the extra arguments),
 then `crnn eval` on the held-out test split: accuracy, CER, and the training time at which
@@ -30,6 +32,7 @@ meanwhile: two trainings at once slow each other by 3-20x.
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import json
 import os
@@ -349,6 +352,66 @@ def by_font(data: Path, kind: str, models: list[str], mark: set[str]) -> str:
     return "\n".join(rows)
 
 
+# -- errors by digit image (digits) ------------------------------------------------------------------
+def test_digit_images(data: Path) -> dict[str, list[int]]:
+    """Each digits test string's pool images, in order, by replaying its stream's draws."""
+    images, targets = _context("digits")["digit_pool"][1]
+    strings = {}
+    for line in (data / "digits" / "test" / "labels.tsv").read_text(encoding="utf-8").splitlines():
+        name, text = line.split("\t", 1)
+        rng = random.Random(f"digits:test:{int(name[:6])}")
+        picks = []
+        for _ in range(rng.randint(3, 8)):  # the order of make_digits' draws
+            picks.append(rng.randrange(len(images)))
+            rng.randint(18, 30)
+        if "".join(str(targets[k]) for k in picks) != text:
+            raise SystemExit(f"{data / 'digits' / 'test' / name}: the replay does not give the label {text!r}")
+        strings[name] = picks
+    return strings
+
+
+def misread_images(strings: dict[str, list[int]], report: Path) -> tuple[dict[int, int], int]:
+    """From a `crnn eval --per-sample` report: how many strings misread each pool image (a digit
+    replaced by another), and how many wrong strings hold an error that is not such a swap."""
+    counts: dict[int, int] = {}
+    other = 0
+    for row in json.loads(report.read_text())["per_sample"]:
+        picks, ref, hyp = strings[Path(row["path"]).name], row["expected"], row["predicted"]
+        ops = [op for op in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes() if op[0] != "equal"]
+        for tag, i1, i2, j1, j2 in ops:
+            if tag == "replace" and i2 - i1 == j2 - j1:
+                for i in range(i1, i2):
+                    counts[picks[i]] = counts.get(picks[i], 0) + 1
+        other += any(tag != "replace" or i2 - i1 != j2 - j1 for tag, i1, i2, j1, j2 in ops)
+    return counts, other
+
+
+def by_digit_image(data: Path, reports: list[Path]) -> str:
+    """Per report: strings, pool images misread, and the images behind most wrong strings."""
+    strings = test_digit_images(data)
+    uses: dict[int, int] = {}
+    for picks in strings.values():
+        for k in set(picks):
+            uses[k] = uses.get(k, 0) + 1
+    rows = ["| report | strings right | pool images misread | misread in half their strings or more | "
+            "strings wrong by the 3 worst images | wrong by a dropped or added digit |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    seen: list[set[int]] = []
+    for report in reports:
+        counts, other = misread_images(strings, report)
+        summary = json.loads(report.read_text())
+        worst = sorted(counts, key=lambda k: -counts[k])[:3]
+        rows.append(f"| {report.name} | {summary['correct']}/{summary['samples']} | {len(counts)} | "
+                    f"{sum(1 for k, n in counts.items() if 2 * n >= uses[k])} | "
+                    f"{sum(counts[k] for k in worst)} ({', '.join(f'#{k} {counts[k]}/{uses[k]}' for k in worst)}) | "
+                    f"{other} |")
+        seen.append(set(counts))
+    if len(seen) > 1:
+        rows.append(f"\nImages misread by every report: {len(set.intersection(*seen))}; by any: {len(set.union(*seen))}; "
+                    f"test pool: {len(uses)} images.")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -370,6 +433,9 @@ def main() -> None:
     f.add_argument("--kind", choices=sorted(SPECS), default="lines")
     f.add_argument("--model", action="append", required=True, help="a model, run folder or bundled name (repeat)")
     f.add_argument("--mark", type=Path, help="a file of font paths, one a line: those fonts get a *")
+    d = sub.add_parser("digits", help="test errors per pool digit image (digits)")
+    d.add_argument("--data", type=Path, default=Path("bench-out/proxy"))
+    d.add_argument("reports", type=Path, nargs="+", help="`crnn eval MODEL DATA/digits/test --per-sample --json` files")
     args = parser.parse_args()
     if args.command == "make":
         make(args.out, args.kinds.split(","), args.scale)
@@ -384,6 +450,8 @@ def main() -> None:
     elif args.command == "fonts":
         mark = {Path(line).stem.lower() for line in args.mark.read_text().split()} if args.mark else set()
         print(by_font(args.data, args.kind, args.model, mark))
+    elif args.command == "digits":
+        print(by_digit_image(args.data, args.reports))
     else:
         print(table(args.reports))
 

@@ -115,3 +115,44 @@ def test_perspective_without_offsets_is_the_identity_and_small_offsets_stay_clos
     assert np.abs(np.asarray(perspective(pil, np.zeros(8), 230), dtype=int) - image).mean() < 1.0
     moved = np.asarray(perspective(pil, rng.uniform(-1.2, 1.2, 8), 230), dtype=int)
     assert np.abs(moved - image).mean() < 15.0
+
+
+def test_elastic_warps_keep_the_rest_of_the_random_stream():
+    # Without the warp the draws are what they always were (resumed runs and old results hold);
+    # with it, every other choice is the same and the warp's own draws come after them.
+    plain = draw_params([80, 120], 32, np.random.default_rng(5), "default")
+    warped = draw_params([80, 120], 32, np.random.default_rng(5), "default", elastic=0.05)
+    assert "elastic" not in plain
+    for key, value in plain.items():
+        assert np.array_equal(value, warped[key]), key
+    assert set(warped["elastic"]) <= {0.0, 0.05 * 32}  # px, for 80% of images
+    assert draw_params([80], 32, np.random.default_rng(5), "light", elastic=0.05)["elastic"].max() <= 0.05 * 16
+
+
+def test_elastic_warp_is_smooth_local_and_deterministic():
+    image = np.full((32, 96), 230, dtype=np.uint8)
+    image[:, 40:44] = 10  # one vertical stroke
+    params = identity_params([96])
+    params["elastic"], params["elastic_seed"] = np.array([0.05 * 32]), np.array([11])
+    first, _ = apply_params([image], params)
+    again, _ = apply_params([image], params)
+    assert torch.equal(first, again)
+    plain, _ = apply_params([image], identity_params([96]))
+    assert not torch.equal(first, plain)
+    # The stroke bends but stays a stroke: in every row its centre is within a few px of x = 41.5.
+    ink = (230.0 - (first[0, 0] + 1.0) * 127.5).clamp(min=0)
+    centre = (ink * torch.arange(96.0)).sum(dim=1) / ink.sum(dim=1)
+    assert float((centre - 41.5).abs().max()) <= 6
+    assert float(centre.max() - centre.min()) >= 0.5  # and it does bend
+    # From one row to the next it moves by well under a pixel: a warp of strokes, not noise.
+    assert float((centre[1:] - centre[:-1]).abs().max()) <= 1.0
+    params["elastic"] = np.array([0.0])
+    unwarped, _ = apply_params([image], params)
+    assert torch.equal(unwarped, plain)
+
+
+def test_elastic_setting_is_checked():
+    assert TrainConfig().elastic == 0.0
+    assert TrainConfig.from_dict({"elastic": 0.05}).elastic == 0.05
+    with pytest.raises(ConfigError, match="elastic"):
+        TrainConfig.from_dict({"elastic": 1.5})
