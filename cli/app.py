@@ -5,6 +5,7 @@ Nothing here imports torch at module level, so `crnn --help` and `crnn --version
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -85,9 +86,40 @@ class _Command(typer.core.TyperCommand):
                 if sys.stdout is not None:
                     sys.stdout.flush()
         except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _drop_stdout()
             raise typer.Exit(PIPE_CLOSED) from None
+
+
+class _StdoutRaw(io.FileIO):
+    """Descriptor 1, whose failed writes (a full disk, a device error) name it, as a file's would:
+    the one error handler then reports "stdout: No space left on device" in one line."""
+
+    def write(self, data):
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "stdout") from None
+
+
+def _name_stdout() -> None:
+    old = sys.stdout
+    if not hasattr(old, "fileno"):
+        return  # already replaced (a test harness): leave it
+    try:
+        raw = _StdoutRaw(old.fileno(), "w", closefd=False)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+    old.flush()
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=old.encoding, errors=old.errors,
+                                  line_buffering=old.line_buffering)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit cannot fail (and print) again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 app.command("train", cls=_Command)(commands.train)
@@ -109,6 +141,9 @@ def _fail(message: str, code: int) -> None:
 
 def main() -> None:
     state.debug = "--debug" in sys.argv[1:]
+    if sys.stdout is None:  # started with descriptor 1 closed: every result would be lost unseen
+        _fail("stdout: is closed; redirect it to a file (or to /dev/null to drop the results)", 1)
+    _name_stdout()
     _end_on_closed_pipe()
     # Pillow warns on stderr about damaged metadata and big images; crnn reports each file
     # it cannot use in one line of its own, so those warnings would only be noise.
@@ -128,6 +163,8 @@ def main() -> None:
         if isinstance(exc, MemoryError):
             _fail("out of memory (try a smaller --batch-size)", 1)
         if isinstance(exc, OSError) and exc.filename:
+            if exc.filename == "stdout":
+                _drop_stdout()  # what is still buffered would fail (and print) again at exit
             _fail(f"{exc.filename}: {exc.strerror}", 1)
         _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", 1)
 

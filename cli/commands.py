@@ -414,12 +414,13 @@ def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
     fmt: ExportFormat = typer.Option(..., "--format", "-f", help="onnx (onnxruntime, dynamic batch and width) or pt2 (torch.export)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the model, same name); never the model itself, a folder or a device."),
+    force: bool = typer.Option(False, "--force", help="Replace the output file if it exists (without it, an existing file is refused)."),
 ) -> None:
     """Export a model, then check the file against the eager model on rendered text images."""
     from crnn_core.export import export as run_export
     from crnn_core.modelfile import load_model
 
-    report = run_export(load_model(model), fmt.value, out)
+    report = run_export(load_model(model), fmt.value, out, replace=force)
     render.export_summary(report)
     typer.echo(str(report.path))
 
@@ -430,6 +431,7 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The model file to write, with the new calibration (required; never the model itself)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
+    force: bool = typer.Option(False, "--force", help="Replace the --out file if it exists (never the model itself nor the data)."),
 ) -> None:
     """Refit a model's confidence calibration on labelled data; the weights stay as they are.
 
@@ -443,7 +445,7 @@ def calibrate(
     if out is None:
         raise typer.BadParameter("give the model file to write", param_hint="--out")
     source = resolve_model(model)
-    target = check_output_path(out, [source, data, *_list_files(data)], "--out")
+    target = check_output_path(out, [source, data, *_list_files(data)], "--out", replace=force)
     result = run_calibrate(str(source), data, target, labels=labels.value, device=device)
     render.calibration_summary(result)
     typer.echo(str(out))
@@ -604,8 +606,8 @@ def synth(
     spans["letter_spacing"] = _span(letter_spacing, "--letter-spacing", lowest=-0.5)
     chances = {name: _chance(value, "--" + name) for name, value in {
         "invert": invert, "jpeg": jpeg, "underline": underline, "neighbours": neighbours}.items()}
-    if spans["font_size"][0] < 4:
-        raise typer.BadParameter("font sizes from 4 px", param_hint="--font-size")
+    if spans["font_size"][0] < 4 or spans["font_size"][1] > 400:
+        raise typer.BadParameter("font sizes from 4 to 400 px", param_hint="--font-size")
     if not (0.2 <= spans["stretch"][0] and spans["stretch"][1] <= 5):
         raise typer.BadParameter("a width scale from 0.2 to 5", param_hint="--stretch")
     settings = RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **spans, **chances)
@@ -615,13 +617,20 @@ def synth(
     with render.SynthDisplay(total) as display:
         result = synthesize(out, job, total, val_fraction=val_fraction, label_format=labels.value,
                             workers=workers, force=force, unusable_fonts=found.unusable, on_progress=display.update)
+    written = sum(result.splits.values())
     if as_json:
         from crnn_core.outputs import dumps
 
         typer.echo(dumps(result.to_dict(), indent=2))
     else:
         render.synth_summary(result)
-        typer.echo(str(out))
+        if written:
+            typer.echo(str(out))
+    if not written:  # a data set of no samples is a failure, not a result (a script would go on with it)
+        from crnn_core.errors import CrnnError
+
+        raise CrnnError(f"{out}: no sample written: all {result.undrawable} given up, no font has every "
+                        "character of their text (give --fonts with fonts that do)")
 
 
 def _synth_source(text: Optional[Path], words: Optional[Path], pattern: Optional[str], per_line: tuple[float, float]):

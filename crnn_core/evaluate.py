@@ -18,7 +18,7 @@ from .gates import GateOutcome
 from .metrics import Scores, char_errors
 from .calibration import Calibration, fit_readings
 from .modelfile import LoadedModel, load_model, save_model
-from .outputs import dumps
+from .outputs import check_output_path, dumps
 from .recognizer import Recognizer, recognize_arrays
 from .runners import resolve_device
 
@@ -189,9 +189,11 @@ class Calibrated:
 def calibrate(model: str | Path | LoadedModel | None, data: str | Path, out: str | Path, labels: str = "auto",
               device: str = "auto", threads: int = 2, on_progress=None) -> Calibrated:
     """Fit the model's confidence calibration on labelled data (DATA, else its val/ split) and write
-    the model with it to `out`; the weights are unchanged. The caller checks `out` (never the model)."""
+    the model with it to `out`; the weights are unchanged. The caller checks `out` against the
+    model and the data's list files; here it is checked against the images read."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     read = read_labelled(data, loaded, labels, threads, on_progress, splits=("val",))
+    check_output_path(out, [s.path for s in read.dataset.samples], "--out")
     texts = [read.dataset.samples[i].text for i in read.keep]
     calibration, accuracy = calibrate_arrays(loaded, [read.arrays[i] for i in read.keep], texts, Path(out),
                                              resolve_device(device))

@@ -243,15 +243,16 @@ def default_output(loaded: LoadedModel, fmt: str) -> Path:
     return path.with_suffix("." + fmt)
 
 
-def export(loaded: LoadedModel, fmt: str, out: Path | None = None) -> ExportReport:
+def export(loaded: LoadedModel, fmt: str, out: Path | None = None, replace: bool = True) -> ExportReport:
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     if out is None:
         out = default_output(loaded, fmt)
     out = Path(out)
     # Before any work: the output must not be the model file itself (same inode, however
-    # spelled), a device or a folder; a symlink is written through to its target.
-    target = check_output_path(out, [loaded.path], "--out")
+    # spelled), a device or a folder, nor (unless `replace`) any file that exists; a symlink is
+    # written through to its target.
+    target = check_output_path(out, [loaded.path], "--out", replace)
     report = export_onnx(loaded, target) if fmt == "onnx" else export_pt2(loaded, target)
     report.path = out
     if not report.ok:

@@ -29,14 +29,16 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "") -> Path:
+def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "",
+                      replace: bool = True) -> Path:
     """The file to write for `out`, or OutputPathError (nothing has been written yet).
 
     Refused: an empty path; anything that exists and is not a regular file (a folder, a device
     such as /dev/full or /dev/null, a pipe); a file that is one of `inputs`, compared by device
     and inode, so a relative or absolute spelling, a hard link or a symlink of the input is
-    caught too. A symlink to a regular file is written through: the path returned is its
-    target, which is then replaced atomically while the link stays a link.
+    caught too; with `replace` False, any file that exists (the command's --force allows it).
+    A symlink to a regular file is written through: the path returned is its target, which is
+    then replaced atomically while the link stays a link.
     """
     give = f"give {option} another file" if option else "give another output file"
     if str(out) == "":
@@ -60,6 +62,8 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
             continue
         if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
             raise OutputPathError(f"{out}: is the input {item}, refusing to overwrite it; {give}")
+    if not replace:
+        raise OutputPathError(f"{out}: already exists; {give}, or add --force to replace it")
     return target
 
 
@@ -87,8 +91,19 @@ def finite(value: Any) -> Any:
 
 
 def dumps(value: Any, indent: int | None = None) -> str:
-    """Strict JSON (RFC 8259): non-finite numbers become null, never NaN or Infinity."""
-    return json.dumps(finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
+    """Strict JSON (RFC 8259): non-finite numbers become null, never NaN or Infinity.
+
+    Text stays as it is (UTF-8 on the way out), except where a string holds a lone surrogate: a
+    file name's bytes that are not UTF-8, which Python keeps as U+DC80-U+DCFF. Those cannot be
+    written as UTF-8, and written as raw bytes they would make the output invalid, so then the
+    whole text is escaped as ASCII (\\udcff): valid JSON that a reader decodes to the same string.
+    """
+    text = json.dumps(finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(finite(value), ensure_ascii=True, indent=indent, allow_nan=False)
+    return text
 
 
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -143,7 +143,7 @@ def test_bundled_onnx_twin_is_made_from_the_bundled_model_and_reads_like_it(name
     meta = OnnxRunner(twin, None).session.get_modelmeta().custom_metadata_map
     pt = Path(str(bundled_dir())) / f"{name}.pt"
     assert meta["crnn.source_sha256"] == hashlib.sha256(pt.read_bytes()).hexdigest(), \
-        f"re-export: crnn export {name} --format onnx --out models/{name}.onnx"
+        f"re-export: crnn export {name} --format onnx --out models/{name}.onnx --force"
     paths = val_images(40)[0] if name == "codes-fast" else sorted(map(str, PRINTED.glob("*.png")))
     fast = Recognizer(name, backend="auto")
     assert fast.backend == "onnx" and isinstance(fast.runner, OnnxRunner) and fast.calibration is not None

@@ -101,3 +101,13 @@ def test_calibrate_never_overwrites_its_input_and_needs_an_out(tiny_model, tiny_
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "new.pt") and "on 12 lines of" in result.stderr
     assert load_model(tmp_path / "new.pt").train["calibration"]["samples"] == 12
+    # An existing file is replaced only with --force; an image of the data never.
+    written = (tmp_path / "new.pt").read_bytes()
+    result = crnn("calibrate", tiny_model, tiny_data, "--out", tmp_path / "new.pt")
+    assert result.returncode == 1 and "already exists" in result.stderr and "--force" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and (tmp_path / "new.pt").read_bytes() == written
+    assert crnn("calibrate", tiny_model, tiny_data, "--out", tmp_path / "new.pt", "--force").returncode == 0
+    pixels = image.read_bytes()
+    result = crnn("calibrate", tiny_model, tiny_data, "--out", image, "--force")
+    assert result.returncode == 1 and "refusing to overwrite it" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and image.read_bytes() == pixels

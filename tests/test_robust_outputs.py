@@ -116,6 +116,17 @@ def test_export_refuses_to_overwrite_its_input(tmp_path, kind, monkeypatch):
     assert model.read_bytes() == before and not model.is_symlink()
 
 
+def test_export_replaces_an_existing_file_only_with_force(tmp_path):
+    out = tmp_path / "precious.txt"
+    out.write_text("not a model\n")
+    result = crnn("export", "codes-fast", "--format", "pt2", "--out", out)
+    assert result.returncode == 1, result.stderr
+    assert "already exists" in one_error_line(result) and out.read_text() == "not a model\n"
+    result = crnn("export", "codes-fast", "--format", "pt2", "--out", out, "--force")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:2] == b"PK"  # a torch.export archive now
+
+
 # Every spelling once with --json, and every other writer with the two that need an inode check.
 EVAL_CASES = [("--json", kind) for kind in ALIASES] + [
     (option, kind) for option in ("--junit", "--markdown", "--html") for kind in ("hardlink", "symlink")]
@@ -359,3 +370,29 @@ def test_nproc_children_are_not_shadowed_by_a_source_folder_and_fail_in_one_line
                         r"their own messages are above", lines[-1]), lines[-1]
     assert 1 <= lines.count("crnn: error: missing-data: no such file or folder") <= 2  # each child's own line
     assert time.monotonic() - started < 300
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [("info", "codes-fast"), ("info", "--json", "codes-fast")])
+def test_results_that_cannot_reach_stdout_are_one_error_line(args):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*CRNN, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 1
+    assert one_error_line(result) == "crnn: error: stdout: No space left on device"
+
+
+def test_a_closed_stdout_is_refused_before_any_work():
+    command = " ".join([*CRNN, "info", "codes-fast"])
+    result = subprocess.run(["sh", "-c", f"exec {command} >&-"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "stdout: is closed" in one_error_line(result)
+
+
+def test_dumps_escapes_file_names_that_are_not_utf8():
+    from crnn_core.outputs import dumps
+
+    name = b"x\xff.png".decode("utf-8", "surrogateescape")  # how Python holds such a file name
+    text = dumps({"path": name, "text": "é"})
+    text.encode("utf-8")  # writable as UTF-8, so the output stays valid JSON
+    assert strict_json(text) == {"path": name, "text": "é"}
+    assert dumps({"text": "é"}) == '{"text": "é"}'  # other text is left as it is

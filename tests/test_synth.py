@@ -67,6 +67,11 @@ def test_fonts_lacking_a_character_are_passed_over_and_counted(tmp_path):
     else:
         assert "café" not in labels and summary["undrawable_samples"] == 2
     assert summary["alphabet"] == "".join(sorted(set("".join(line.split("\t")[1] for line in labels.splitlines()))))
+    # Text no font can draw at all: no data set, so a failure, not a result (exit 1, one line).
+    lines.write_text("中文\n", encoding="utf-8")
+    result = crnn("synth", tmp_path / "none", "--text", lines, "--val-fraction", "0", "--workers", "1", "--fonts", BUILTIN)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "no sample written: all 1 given up" in result.stderr.strip().splitlines()[-1]
 
 
 def test_fonts_that_cannot_be_opened_are_counted(tmp_path):
