@@ -59,6 +59,23 @@ AlphabetMode = _choices("AlphabetMode", ALPHABET_MODES)
 Augment = _choices("Augment", AUGMENT_LEVELS)
 
 
+def _path(value) -> Path:
+    """A path argument as given: an empty one (an unset "$DATA") is a usage error, not the current folder."""
+    if isinstance(value, Path):
+        return value
+    if value == "":
+        raise typer.BadParameter("'' is an empty path (is a variable unset?)")
+    return Path(value)
+
+
+def _file_path(value) -> Path:
+    """A path to write a file at: also not one ending in '/' (a folder, which Path would make a file name)."""
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{value!r} names a folder; give a file name")
+    return _path(value)
+
+
+MAX_BEAM = 1024  # 64 reads no better than 16 (docs/accuracy.md); 20,000 took >20 s and 510 MB for one image
 MODEL_HELP = "A model file, a run folder, or a bundled model's name."
 PATTERN_HELP = ("Only readings the regex accepts in full, e.g. '[A-Z]{3}[0-9]{4}' (beam search over the "
                 "regex's automaton; --beam defaults to 16 here).")
@@ -67,10 +84,10 @@ LEXICON_HELP = "Only readings that are a line of this UTF-8 file (beam search ov
 
 
 def train(
-    data: Optional[Path] = typer.Argument(None, help="Dataset folder or list file (not needed with --resume)."),
-    val: Optional[Path] = typer.Option(None, "--val", help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
+    data: Optional[Path] = typer.Argument(None, parser=_path, help="Dataset folder or list file (not needed with --resume)."),
+    val: Optional[Path] = typer.Option(None, "--val", parser=_path, help="Validation set (default: DATA/val, else a hashed 10% of DATA)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: a bundled config name or a YAML file (default: crnn-fast)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATE-TIME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_path, help="Run folder (default: runs/DATE-TIME)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs to run (default: 30; with --max-minutes, as many as the budget allows)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Time budget for the whole run (loading, training, the last validation and calibration), in minutes; the run stops cleanly before it, keeping the best model. 0: no limit."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training samples per step, per process (default: 16)."),
@@ -81,11 +98,11 @@ def train(
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    resume: Optional[Path] = typer.Option(None, "--resume", parser=_path, help="Continue the run in this folder from its last.pt."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this trained model (its architecture and preprocessing)."),
     alphabet: AlphabetMode = typer.Option("union", "--alphabet", help="With --init: union adds the data's new characters; new keeps only the data's; keep refuses unknown ones."),
     freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
+    config: Optional[Path] = typer.Option(None, "--config", parser=_path, help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8; with --max-minutes, none: the budget ends the run)."),
@@ -184,23 +201,23 @@ def _launch_processes(nproc: int) -> int:
 
 def evaluate(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    data: Path = typer.Argument(..., help="Labelled dataset: a folder (its test/ or val/ split if it has one) or a list file."),
+    data: Path = typer.Argument(..., parser=_path, help="Labelled dataset: a folder (its test/ or val/ split if it has one) or a list file."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to FILE, or '-' for stdout."),
     per_sample: bool = typer.Option(False, "--per-sample", help="Include every sample's result in the JSON report."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images the model reads at once (more is faster, up to memory)."),
-    beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
+    beam: int = typer.Option(1, "--beam", min=1, max=MAX_BEAM, help="Beam width; 1 = greedy decoding."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     show: int = typer.Option(10, "--show", min=0, help="How many of the worst errors to list."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", min=0.0, max=1.0, help="Gate: exit 1 if sequence accuracy is below this fraction."),
     max_cer: Optional[float] = typer.Option(None, "--max-cer", min=0.0, help="Gate: exit 1 if the CER is above this fraction."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Gate: compare with this earlier --json report; exit 1 on a regression."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", parser=_path, help="Gate: compare with this earlier --json report; exit 1 on a regression."),
     max_regression: Optional[float] = typer.Option(None, "--max-regression", min=0.0, help="Largest accuracy drop / CER rise (fractions) allowed against --baseline (default: 0)."),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one test case per gate, the failed samples (capped)."),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (for a CI job summary)."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with a gallery of the errors."),
+    junit: Optional[Path] = typer.Option(None, "--junit", parser=_file_path, help="Write JUnit XML: one test case per gate, the failed samples (capped)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", parser=_file_path, help="Write a Markdown summary (for a CI job summary)."),
+    html: Optional[Path] = typer.Option(None, "--html", parser=_file_path, help="Write a self-contained HTML report with a gallery of the errors."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", parser=_path, help=LEXICON_HELP),
 ) -> None:
     """Measure a model on labelled data: sequence accuracy, CER, WER, speed, the worst errors.
 
@@ -241,12 +258,12 @@ def evaluate(
         atomic_write_bytes(targets["--junit"], reports.junit_xml(report, outcome))
         render.note(f"wrote {junit}")
     if markdown is not None:
-        atomic_write_bytes(targets["--markdown"], reports.markdown(report, outcome).encode())
+        atomic_write_bytes(targets["--markdown"], _readable_utf8(reports.markdown(report, outcome)))
         render.note(f"wrote {markdown}")
     if html is not None:
         from crnn_core.report_html import html_report
 
-        atomic_write_bytes(targets["--html"], html_report(report, outcome).encode())
+        atomic_write_bytes(targets["--html"], _readable_utf8(html_report(report, outcome)))
         render.note(f"wrote {html}")
     if not outcome.passed:
         render.gate_failures(outcome)
@@ -259,6 +276,11 @@ def _eval_outputs(requested: dict, inputs: list) -> dict:
 
     check_distinct_outputs({option: Path(out) for option, out in requested.items() if out})
     return {option: check_output_path(out, inputs, option) for option, out in requested.items() if out is not None}
+
+
+def _readable_utf8(text: str) -> bytes:
+    """A report for people as UTF-8; a file name's bytes that are not UTF-8 shown as \\udcff, not a crash."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _list_files(data: Path) -> list:
@@ -357,14 +379,14 @@ def predict(
     inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, or '-' to read paths from stdin, one a line."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " (default: the bundled latin-print)"),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", "-f", help="text: the text; tsv: path, text, confidence; jsonl: one JSON object a line."),
-    beam: int = typer.Option(1, "--beam", min=1, help="Beam width; 1 = greedy decoding."),
+    beam: int = typer.Option(1, "--beam", min=1, max=MAX_BEAM, help="Beam width; 1 = greedy decoding."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images the model reads at once (more is faster, up to memory)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     threads: int = typer.Option(2, "--threads", min=1, help="Image-decoding threads."),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="auto: ONNX Runtime for models that ship as ONNX (the bundled ones, a .onnx file) on the CPU, else torch; torch (eager); onnx (ONNX Runtime; a .pt model is exported once into a cache)."),
     quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantisation of the LSTM and linear layers (CPU; see docs/performance.md for its accuracy cost)."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help=PATTERN_HELP),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help=LEXICON_HELP),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", parser=_path, help=LEXICON_HELP),
     min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Flag lines whose calibrated chance of being right (raw confidence if the model has no calibration) is below this."),
     low_exit_code: Optional[int] = typer.Option(None, "--low-exit-code", min=2, max=125, help="With --min-confidence: exit with this code when any line was flagged."),
 ) -> None:
@@ -379,6 +401,8 @@ def predict(
     if not inputs:  # stdin is read only when asked: a forgotten argument must not read a cron job's stdin
         raise typer.BadParameter("give images or folders, or '-' to read paths from stdin", param_hint="INPUTS")
     reading_stdin = "-" in inputs
+    if reading_stdin and sys.stdin is None:  # started with descriptor 0 closed
+        raise typer.BadParameter("'-' reads paths from stdin, which is closed", param_hint="INPUTS")
     _check_one_constraint(pattern, lexicon)
     recognizer = Recognizer(model, device=device, batch_size=batch_size, beam=beam, threads=threads,
                             backend=backend.value, quantize=quantize.value if quantize else None,
@@ -413,7 +437,7 @@ def predict(
 def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
     fmt: ExportFormat = typer.Option(..., "--format", "-f", help="onnx (onnxruntime, dynamic batch and width) or pt2 (torch.export)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the model, same name); never the model itself, a folder or a device."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_file_path, help="Output file (default: beside the model, same name); never the model itself, a folder or a device."),
     force: bool = typer.Option(False, "--force", help="Replace the output file if it exists (without it, an existing file is refused)."),
 ) -> None:
     """Export a model, then check the file against the eager model on rendered text images."""
@@ -427,8 +451,8 @@ def export(
 
 def calibrate(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    data: Path = typer.Argument(..., help="Labelled lines like those the model will read: a folder (its val/ split if it has one) or a list file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The model file to write, with the new calibration (required; never the model itself)."),
+    data: Path = typer.Argument(..., parser=_path, help="Labelled lines like those the model will read: a folder (its val/ split if it has one) or a list file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", parser=_file_path, help="The model file to write, with the new calibration (required; never the model itself)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     force: bool = typer.Option(False, "--force", help="Replace the --out file if it exists (never the model itself nor the data)."),
@@ -444,6 +468,9 @@ def calibrate(
 
     if out is None:
         raise typer.BadParameter("give the model file to write", param_hint="--out")
+    if out.suffix.lower() == ".onnx":
+        raise typer.BadParameter("calibrate writes a torch model file (.pt); `crnn export` makes its ONNX twin",
+                                 param_hint="--out")
     source = resolve_model(model)
     target = check_output_path(out, [source, data, *_list_files(data)], "--out", replace=force)
     result = run_calibrate(str(source), data, target, labels=labels.value, device=device)
@@ -481,7 +508,7 @@ def info(
 
 
 def data_check(
-    data: Path = typer.Argument(..., help="Dataset folder or list file."),
+    data: Path = typer.Argument(..., parser=_path, help="Dataset folder or list file."),
     model: str = typer.Option(DEFAULT_ARCHITECTURE, "--model", "-m", help="Architecture whose height and width rules to check against."),
     head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
@@ -505,7 +532,7 @@ def data_check(
             "unseen_in_train": "".join(sorted(result.unseen_in_train())),
             "splits": [{"name": s.name, "source": s.source, "samples": s.samples, "readable": s.readable,
                         "label_lengths": list(s.label_lengths), "widths": list(s.widths),
-                        "problems": [str(p) for p in s.problems]} for s in result.splits],
+                        "problems": [str(p) for p in s.problems], "unlabelled": s.unlabelled} for s in result.splits],
         }, indent=2))
     else:
         render.data_check(result, show)
@@ -555,9 +582,9 @@ class SynthImage(str, Enum):
 
 
 def synth(
-    out: Path = typer.Argument(..., help="Folder to write the dataset into (new or empty, unless --force)."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Lines of a UTF-8 file, in order (starting over at the end)."),
-    words: Optional[Path] = typer.Option(None, "--words", help="Random lines of --words-per-line words from this word list (one a line)."),
+    out: Path = typer.Argument(..., parser=_path, help="Folder to write the dataset into (new or empty, unless --force)."),
+    text: Optional[Path] = typer.Option(None, "--text", parser=_path, help="Lines of a UTF-8 file, in order (starting over at the end)."),
+    words: Optional[Path] = typer.Option(None, "--words", parser=_path, help="Random lines of --words-per-line words from this word list (one a line)."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="Codes matching this pattern: literals, [A-Z0-9] classes, \\d \\w \\s, (a|b), ? * + {n} {m,n}; e.g. '[A-Z]{3} [0-9]{4}'."),
     words_per_line: str = typer.Option("1-3", "--words-per-line", help="With --words: words a line, a number or LOW-HIGH."),
     count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Samples to make (default: the lines of --text, else 1000)."),
@@ -598,6 +625,11 @@ def synth(
     from crnn_core.synth_fonts import find_fonts
     from crnn_core.synth_run import SynthJob, synthesize
 
+    for option, given in (("--text", text), ("--words", words)):
+        splits = [(out / split).resolve() for split in ("train", "val")]
+        if given is not None and force and any(given.resolve().is_relative_to(split) for split in splits):
+            raise typer.BadParameter(f"{given} is inside {out}/train or {out}/val, which --force rewrites",
+                                     param_hint=option)
     source = _synth_source(text, words, pattern, _span(words_per_line, "--words-per-line"))
     spans = {name: _span(value, "--" + name.replace("_", "-")) for name, value in {
         "font_size": font_size, "ink": ink, "paper": paper, "texture": texture, "noise": noise, "blur": blur,
@@ -610,6 +642,11 @@ def synth(
         raise typer.BadParameter("font sizes from 4 to 400 px", param_hint="--font-size")
     if not (0.2 <= spans["stretch"][0] and spans["stretch"][1] <= 5):
         raise typer.BadParameter("a width scale from 0.2 to 5", param_hint="--stretch")
+    for name, highest in (("ink", 255), ("paper", 255)):
+        if spans[name][1] > highest:
+            raise typer.BadParameter(f"grey levels from 0 to {highest}", param_hint="--" + name)
+    if not (1 <= spans["jpeg_quality"][0] and spans["jpeg_quality"][1] <= 100):
+        raise typer.BadParameter("a JPEG quality from 1 to 100", param_hint="--jpeg-quality")
     settings = RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **spans, **chances)
     found = find_fonts(fonts)
     job = SynthJob(source, tuple(found.fonts), settings, seed, image_format.value, fit_model)

@@ -55,6 +55,13 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _shown(value: Any, fmt: str) -> str:
+    """A number of a model file's train record as `fmt` says, anything else (a damaged record) as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _pct(value) if fmt == "%" else format(value, fmt)
+    return repr(value)
+
+
 def _share(value: float) -> str:
     return f"{100 * value:.0f}%"
 
@@ -317,8 +324,9 @@ def model_info(summary: dict[str, Any], config) -> None:
     train = summary["train"]
     if train:
         table.add_row("trained on", f"{train.get('data')} ({train.get('train_samples')} samples, "
-                                    f"{train.get('epochs')} epochs, {train.get('seconds', 0):.0f} s)")
-        table.add_row("validation", f"accuracy {_pct(train.get('val_accuracy', 0.0))}, CER {train.get('val_cer', 0.0):.4f} "
+                                    f"{train.get('epochs')} epochs, {_shown(train.get('seconds', 0), '.0f')} s)")
+        table.add_row("validation", f"accuracy {_shown(train.get('val_accuracy', 0.0), '%')}, "
+                                    f"CER {_shown(train.get('val_cer', 0.0), '.4f')} "
                                     f"at epoch {train.get('best_epoch')} on {train.get('val_samples')} samples")
     if (train or {}).get("init"):
         surgery = train.get("surgery") or {}
@@ -368,13 +376,19 @@ def data_check(result, show: int) -> None:
     unseen = result.unseen_in_train()
     if unseen:
         out.print(f"characters in val/test but never in train: {''.join(sorted(unseen))!r}", markup=False)
+    for s in result.splits:
+        if s.unlabelled:
+            out.print(f"{s.name}: {len(s.unlabelled)} image(s) in the folder are not used: no label names them, "
+                      f"or their label is reported below (first: {s.unlabelled[0]})", markup=False)
     problems = result.problems
     for p in problems[:show]:
         out.print(f"  {p}", markup=False)
     if len(problems) > show:
         out.print(f"  ... and {len(problems) - show} more", markup=False)
     if not problems:
-        out.print("no problems found", markup=False)
+        unused = sum(len(s.unlabelled) for s in result.splits)
+        out.print("no problems found" + (f" in the labelled samples ({unused} image(s) without a label)" if unused else ""),
+                  markup=False)
 
 
 class SynthDisplay:

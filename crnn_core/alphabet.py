@@ -62,6 +62,9 @@ class Alphabet:
             raise ValueError("alphabet has repeated characters")
         if any(len(c) != 1 for c in chars):
             raise ValueError("alphabet entries must be single characters")
+        fault = label_fault("".join(chars))  # labels never bring these; a damaged model file might
+        if fault:
+            raise ValueError(fault.replace("label holds", "alphabet holds", 1))
         self.chars = "".join(chars)
         self._index = {c: i + 1 for i, c in enumerate(self.chars)}
 

@@ -126,10 +126,11 @@ def trim(start: int, transitions: list[dict[int, int]], accepting: list[bool], d
 
 
 def read_lexicon(path: str | Path) -> list[str]:
-    """One entry a line, exactly as written (only the line ending removed); empty lines skipped."""
+    """One entry a line, exactly as written (only the line ending removed); empty lines skipped.
+    A byte-order mark (as Windows editors write) is not part of the first entry."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConstraintError(f"{path}: no such lexicon file") from None
     except UnicodeDecodeError as exc:

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, ModelFileError
 from .modelfile import LoadedModel, temp_path_beside
-from .onnx_runner import OnnxRunner
+from .onnx_runner import OnnxRunner, check_graph
 from .torch_runner import TorchRunner
 
 
@@ -106,5 +106,20 @@ def int8_runner(loaded: LoadedModel) -> TorchRunner:
 
 
 def exported_onnx_runner(loaded: LoadedModel, quantize: str | None = None, threads: int | None = None) -> OnnxRunner:
-    """The .pt model in ONNX Runtime, through the export cache."""
-    return OnnxRunner(cached_onnx(loaded, quantize), loaded.config, threads)
+    """The .pt model in ONNX Runtime, through the export cache.
+
+    A cache file that cannot be opened or is not this model's graph (damaged, cut short or
+    replaced since it was written) is made again once, not reused until someone deletes it.
+    """
+    try:
+        return _cached_runner(loaded, quantize, threads)
+    except ModelFileError:
+        onnx_cache_path(loaded, quantize).unlink(missing_ok=True)
+        onnx_cache_path(loaded, None).unlink(missing_ok=True)
+        return _cached_runner(loaded, quantize, threads)
+
+
+def _cached_runner(loaded: LoadedModel, quantize: str | None, threads: int | None) -> OnnxRunner:
+    runner = OnnxRunner(cached_onnx(loaded, quantize), loaded.config, threads)
+    check_graph(runner.path, runner.session, loaded.preprocess, loaded.alphabet)
+    return runner

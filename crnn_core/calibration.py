@@ -51,15 +51,57 @@ class Calibration:
                 "table": self.table}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> "Calibration | None":
-        """None for no map, or one this version cannot read (a method or score it does not know)."""
-        if not raw or raw.get("method") != "isotonic" or not raw.get("x"):
+    def from_dict(cls, raw: Any) -> "Calibration | None":
+        """None for no map, or one this version cannot read (a method or score it does not know).
+
+        A record of a known method is checked in full and ValueError names what is wrong: a model
+        file's map is data from disk, and a damaged one should fail where the file is loaded.
+        """
+        if not raw:
+            return None
+        if not isinstance(raw, dict):
+            raise ValueError(f"a {type(raw).__name__}, not a mapping")
+        if raw.get("method") != "isotonic":
             return None
         score = raw.get("score", "best-path")  # files written before the score was recorded
-        if score not in SCORES:
+        if not isinstance(score, str) or score not in SCORES:
             return None
-        return cls([float(v) for v in raw["x"]], [float(v) for v in raw["y"]], int(raw.get("samples", 0)),
-                   list(raw.get("table", [])), score)
+        x, y = _numbers(raw.get("x"), "x"), _numbers(raw.get("y"), "y")
+        if len(x) != len(y) or not x:
+            raise ValueError(f"x and y hold {len(x)} and {len(y)} values, not the same number (at least one)")
+        if any(b < a for a, b in zip(x, x[1:])) or any(b < a for a, b in zip(y, y[1:])):
+            raise ValueError("x and y must not decrease")
+        if not all(0.0 <= v <= 1.0 for v in x + y):
+            raise ValueError("x and y must lie within 0-1")
+        samples = raw.get("samples", 0)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise ValueError(f"samples: {samples!r} is not a count")
+        return cls(x, y, samples, _table(raw.get("table", [])), score)
+
+
+def _numbers(values: Any, name: str) -> list[float]:
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in values):
+        raise ValueError(f"{name}: not a list of numbers")
+    if not all(np.isfinite(values)):
+        raise ValueError(f"{name}: holds a value that is not finite")
+    return [float(v) for v in values]
+
+
+def _table(rows: Any) -> list[dict[str, Any]]:
+    """The reliability bins as `crnn info` shows them, each field checked."""
+    if not isinstance(rows, list):
+        raise ValueError("table: not a list")
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ValueError("table: a row that is not a mapping")
+        number = all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) for k in ("low", "high"))
+        lines = row.get("lines")
+        count = isinstance(lines, int) and not isinstance(lines, bool) and lines >= 0
+        optional = all(row.get(k) is None or isinstance(row.get(k), (int, float)) for k in ("accuracy", "calibrated"))
+        if not (number and count and optional):
+            raise ValueError(f"table: a malformed row {row!r}"[:200])
+    return rows
 
 
 def fit_readings(readings: Sequence[Any], correct: Sequence[bool]) -> Calibration:

@@ -585,13 +585,26 @@ def bundled_config_names() -> list[str]:
     return sorted(p.name[:-5] for p in bundled_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (`*name`): a config needs none, and a tree of them (a "billion
+    laughs") expands without limit in whatever walks the result."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"line {mark.line + 1}: aliases (*name) are not allowed in a crnn config file")
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe loader
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot read YAML: nested too deeply") from None
 
 
 def _names_a_file(name_or_path: str | Path) -> bool:
@@ -620,4 +633,11 @@ def dump_run_config(model: ModelConfig, train: TrainConfig, data: Mapping[str, A
     run = {"model": model.to_dict(), "train": train.to_dict()}
     if data is not None:
         run["data"] = dict(data)
-    return yaml.safe_dump(run, sort_keys=False, allow_unicode=True)
+    return yaml.dump(run, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """SafeDumper that writes a value used twice in full: read_yaml refuses aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -272,8 +272,15 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Preprocess":
-        return cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]),
+        """From a model file's record, checked: a damaged one must not blame every image instead."""
+        made = cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]),
                    int(raw.get("width_multiple", 1)))
+        if made.channels not in (1, 3) or not 1 <= made.height <= 4096:
+            raise ValueError(f"height {made.height} x {made.channels} channel(s): not an image shape crnn reads")
+        if not 1 <= made.min_width <= made.max_width <= 1_000_000 or not 1 <= made.width_multiple <= 4096:
+            raise ValueError(f"widths {made.min_width}-{made.max_width} in steps of {made.width_multiple}: "
+                             "not 1 <= min_width <= max_width <= 1000000 with a step of 1-4096")
+        return made
 
     def target_width(self, width: int, height: int) -> int:
         scaled = round(width * self.height / max(height, 1))

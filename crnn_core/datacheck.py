@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .alphabet import Alphabet
 from .config import ModelConfig
-from .data import Dataset, Problem, discover, load_all
+from .data import Dataset, Problem, discover, list_images, load_all
 from .errors import quoted
 from .heads import head_for
 from .modelfile import preprocess_for
@@ -24,6 +24,7 @@ class SplitSummary:
     label_lengths: tuple[int, int]
     widths: tuple[int, int]  # after resizing to the model height
     problems: list[Problem] = field(default_factory=list)
+    unlabelled: list[str] = field(default_factory=list)  # images in its folder that are not among its samples
 
 
 @dataclass
@@ -41,6 +42,13 @@ class DataCheck:
         if train is None:
             return set()
         return {c for s in self.splits if s.name != "train" for c in s.chars} - set(train.chars)
+
+
+def unused_images(folder: Path, dataset: Dataset) -> list[str]:
+    """Images under a labelled folder that are not among its samples: no label names them (a
+    labels.tsv that lost lines, images copied in later), or their label was refused."""
+    used = {s.path.resolve() for s in dataset.samples}
+    return [str(p) for p in list_images(folder) if p.resolve() not in used]
 
 
 def outside(dataset: Dataset, root: Path) -> list[Problem]:
@@ -88,6 +96,11 @@ def check_dataset(data: str | Path, config: ModelConfig, labels: str = "auto", t
     if not found:
         found = [("all", data)]
     root = data if data.is_dir() else data.parent
-    splits = [_summarise(name, discover(path, labels), config, threads, root) for name, path in found]
+    splits = []
+    for name, path in found:
+        dataset = discover(path, labels)
+        summary = _summarise(name, dataset, config, threads, root)
+        summary.unlabelled = unused_images(path, dataset) if path.is_dir() else []
+        splits.append(summary)
     all_chars = set().union(*(s.chars for s in splits))
     return DataCheck(splits, Alphabet(sorted(all_chars)), config.name)

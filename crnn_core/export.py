@@ -26,6 +26,7 @@ from torch import nn
 from .errors import ExportError
 from .heads import head_for
 from .modelfile import LoadedModel, atomic_write_bytes, temp_path_beside
+from .onnx_runner import EXPORT_VERSION
 from .outputs import check_output_path
 
 FORMATS = ("onnx", "pt2")
@@ -52,7 +53,7 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
     """What a consumer needs to use the exported file on its own."""
     common = {
         "crnn.format": "crnn-export",
-        "crnn.version": "1",
+        "crnn.version": EXPORT_VERSION,
         "crnn.head": loaded.config.head,
         "crnn.alphabet": loaded.alphabet.chars,
         "crnn.input": "images: float32 [batch, channels, height, width], pixel / 127.5 - 1",

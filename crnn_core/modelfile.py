@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .alphabet import Alphabet
+from .calibration import Calibration
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
 from .errors import ModelFileError, WriteError, first_line, quoted
@@ -154,6 +155,8 @@ def save_checkpoint(path: str | Path, model: CRNN, alphabet: Alphabet, preproces
 def resolve_model(name_or_path: str | Path | None) -> Path:
     """A model file path, or the name of a bundled model (`latin-print`, `codes-fast`); None = the default."""
     text = str(name_or_path) if name_or_path is not None else DEFAULT_BUNDLED_MODEL
+    if text == "":  # an unset "$MODEL": not the current folder's best.pt
+        raise ModelFileError("'': empty model path (is a variable unset?)")
     path = Path(text)
     if path.is_file():
         return path
@@ -246,11 +249,15 @@ def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
     """Load a model file, a checkpoint, a run directory, or a bundled model by name."""
     path = resolve_model(name_or_path)
     payload = read_payload(path)
-    config, alphabet, preprocess = _parts(path, payload)
+    config, alphabet, preprocess = model_parts(path, payload)
     model = _network(path, payload["state_dict"], config, alphabet)
     train = payload.get("train") or {}
     if not isinstance(train, dict):
         raise _damaged(path, "train", f"a {type(train).__name__}, not a mapping")
+    try:
+        Calibration.from_dict(train.get("calibration"))
+    except ValueError as exc:
+        raise _damaged(path, "calibration", exc) from None
     return LoadedModel(model, config, alphabet, preprocess, train, path)
 
 
@@ -260,7 +267,7 @@ def _damaged(path: Path, part: str, detail: object) -> ModelFileError:
     return ModelFileError(f"{path}: damaged model file: {part}: {first_line(detail)}")
 
 
-def _parts(path: Path, payload: dict) -> tuple[ModelConfig, Alphabet, Preprocess]:
+def model_parts(path: Path, payload: dict) -> tuple[ModelConfig, Alphabet, Preprocess]:
     """Config, alphabet and preprocessing of a model file, each checked on its own."""
     try:
         config = ModelConfig.from_dict(payload["config"], source=str(path))

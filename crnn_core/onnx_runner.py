@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from .alphabet import Alphabet
+from .calibration import Calibration
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
 from .errors import CrnnError, ModelFileError
 from .modelfile import DEFAULT_BUNDLED_MODEL, LoadedModel
+
+
+EXPORT_VERSION = "1"  # the crnn.version of the metadata this crnn writes and reads (export.py)
 
 
 class OnnxRunner:
@@ -67,15 +71,40 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Loade
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("crnn.format") != "crnn-export":
         raise ModelFileError(f"{path}: an ONNX file without crnn metadata (make it with `crnn export --format onnx`)")
+    version = meta.get("crnn.version", "1")
+    if version != EXPORT_VERSION:
+        newer = version.isdigit() and int(version) > int(EXPORT_VERSION)
+        raise ModelFileError(f"{path}: made by a newer crnn (export version {version}; this one reads "
+                             f"{EXPORT_VERSION}): upgrade crnn" if newer else
+                             f"{path}: damaged crnn metadata: invalid export version {version[:20]!r}")
     try:
         config = ModelConfig.from_dict(json.loads(meta["crnn.config"]), source=str(path))
         alphabet = Alphabet(meta["crnn.alphabet"])
         preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
         calibration = json.loads(meta["crnn.calibration"]) if "crnn.calibration" in meta else None
+        Calibration.from_dict(calibration)  # checked here, where the file is named
     except Exception as exc:  # noqa: BLE001 - any damage to the metadata is one line
         raise ModelFileError(f"{path}: damaged crnn metadata: {str(exc).splitlines()[0]}") from None
+    check_graph(path, session, preprocess, alphabet)
     train = {"calibration": calibration} if calibration else {}
     return LoadedModel(None, config, alphabet, preprocess, train, path), OnnxRunner(path, config, session=session)
+
+
+def check_graph(path: Path, session, preprocess: Preprocess, alphabet: Alphabet) -> None:
+    """The metadata against the graph it describes: a wrong height would fail inside ONNX Runtime
+    without naming the file, and a wrong alphabet would read wrong text without a word."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if "images" not in inputs or "log_probs" not in outputs:
+        raise ModelFileError(f"{path}: damaged crnn metadata: the graph has no 'images' input and 'log_probs' output")
+    shape, classes = inputs["images"], outputs["log_probs"]
+    wanted = (preprocess.channels, preprocess.height)
+    if len(shape) == 4 and all(isinstance(v, int) for v in shape[1:3]) and tuple(shape[1:3]) != wanted:
+        raise ModelFileError(f"{path}: damaged crnn metadata: preprocess says {wanted[1]} px x {wanted[0]} channel(s), "
+                             f"the graph reads {shape[2]} px x {shape[1]}")
+    if classes and isinstance(classes[-1], int) and classes[-1] != alphabet.num_classes:
+        raise ModelFileError(f"{path}: damaged crnn metadata: a {len(alphabet)}-character alphabet "
+                             f"({alphabet.num_classes} classes), the graph gives {classes[-1]}")
 
 
 def bundled_onnx(model: str | Path | None) -> Path | None:

@@ -24,7 +24,7 @@ from .datastats import DataStats, data_stats, fitted_height
 from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
 from .heads import head_for
-from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, load_model, preprocess_for, read_payload,
+from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, load_model, model_parts, preprocess_for, read_payload,
                         remove_stale_temp_files)
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -67,10 +67,10 @@ def plan_run(data: Any, out_dir: Any, model: ModelConfig | str | None, train: Tr
             checkpoint=payload, checkpoint_source=str(last))
         info = payload["train"]
         saved = dict(payload["state"], state_dict=payload["state_dict"])
+        _, alphabet, preprocess = model_parts(last, payload)  # each checked, a damaged one named
         remove_stale_temp_files(run_dir)  # left by a write that a kill cut short
         return RunPlan(run_dir, data or info["data"], val or info.get("val"), info.get("labels", labels),
-                       model_config, train_config, Alphabet(payload["alphabet"]),
-                       Preprocess.from_dict(payload["preprocess"]), saved)
+                       model_config, train_config, alphabet, preprocess, saved)
     if data is None:
         raise UsageError("no training data given")
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")

@@ -67,6 +67,28 @@ def test_onnx_cache_beside_model_is_made_once(tmp_path):
     assert second == first and second.stat().st_mtime_ns == stamp  # reused, not exported again
 
 
+@pytest.mark.parametrize("damage", ["cut", "foreign"])
+def test_a_damaged_cache_file_is_made_again(damage, tmp_path):
+    from crnn_core.config import bundled_dir
+    from crnn_core.recognizer import Recognizer
+    from crnn_core.runners import resolve_runner
+
+    model = tmp_path / "codes.pt"
+    shutil.copy(Path(str(bundled_dir())) / "codes-small.pt", model)
+    cache = resolve_runner(model, "onnx").runner.path
+    good = cache.read_bytes()
+    if damage == "cut":
+        bad = good[: len(good) // 3]
+    else:  # a valid graph of another model (latin-print: 138 classes, not this model's 37)
+        bad = (Path(str(bundled_dir())) / "latin-print.onnx").read_bytes()
+    cache.write_bytes(bad)
+    again = resolve_runner(model, "onnx").runner.path
+    assert again == cache and cache.read_bytes() != bad  # exported again, not reused
+    paths, _ = val_images(4)
+    assert [t for t, _ in read(Recognizer(str(model), backend="onnx"), paths)] == \
+        [t for t, _ in read(Recognizer(str(model)), paths)]
+
+
 def test_exported_onnx_file_runs_directly(tmp_path):
     from crnn_core.export import export
     from crnn_core.modelfile import load_model

@@ -42,6 +42,10 @@ def _set(key, value):
     return _edited(lambda p: p.__setitem__(key, value))
 
 
+def _calibration(change):
+    return _edited(lambda p: p["train"].__setitem__("calibration", change(p["train"]["calibration"])))
+
+
 def _first_tensor(payload, value):
     state = dict(payload["state_dict"])
     state[next(iter(state))] = value
@@ -80,6 +84,10 @@ CASES = {
     "empty alphabet": ("m.pt", _set("alphabet", ""), "damaged model file: alphabet: empty"),
     "alphabet not text": ("m.pt", _set("alphabet", [1, 2]), "alphabet: a list, not a string"),
     "repeated alphabet": ("m.pt", _set("alphabet", "aa"), "alphabet: alphabet has repeated characters"),
+    "alphabet with a control character": ("m.pt", _edited(lambda p: p.__setitem__("alphabet", p["alphabet"].replace("B", "\t"))),
+                                          "alphabet: alphabet holds a control character (U+0009 TAB"),
+    "preprocess width step 0": ("m.pt", _edited(lambda p: p["preprocess"].__setitem__("width_multiple", 0)),
+                                "preprocess: widths 4-800 in steps of 0"),
     "config not a mapping": ("m.pt", _set("config", "crnn-fast"), "config: a model config must be a mapping"),
     "config bad backbone": ("m.pt", _edited(lambda p: p["config"].__setitem__("backbone", 7)),
                             "config: 'backbone' must be a list of layers"),
@@ -93,6 +101,14 @@ CASES = {
                                      "preprocess: height 64 x 1 channel(s), the config says 32 x 1"),
     "weights not tensors": ("m.pt", _set("state_dict", {"a": 1}), "weights: not a mapping of names to tensors"),
     "train not a mapping": ("m.pt", _set("train", [1]), "train: a list, not a mapping"),
+    "calibration not a mapping": ("m.pt", _calibration(lambda c: "hello"), "calibration: a str, not a mapping"),
+    "calibration x and y differ": ("m.pt", _calibration(lambda c: dict(c, y=[0.5])),
+                                   "calibration: x and y hold 4 and 1 values"),
+    "calibration x not numbers": ("m.pt", _calibration(lambda c: dict(c, x="abc")), "calibration: x: not a list of numbers"),
+    "calibration samples not a count": ("m.pt", _calibration(lambda c: dict(c, samples="many")),
+                                        "calibration: samples: 'many' is not a count"),
+    "calibration table row": ("m.pt", _calibration(lambda c: dict(c, table=[{"low": "a"}])),
+                              "calibration: table: a malformed row"),
     "onnx export": ("m.onnx", lambda p: shutil.copy(BUNDLED_ONNX, p), "not a crnn model file but an ONNX export"),
     "onnx export named .pt": ("m.pt", lambda p: shutil.copy(BUNDLED_ONNX, p), "not a crnn model file but an ONNX export"),
     "pt2 export": ("m.pt2", _fake_pt2, "not a crnn model file but a torch.export (.pt2) archive"),
@@ -184,3 +200,41 @@ def test_cut_or_flipped_model_files_load_or_fail_in_one_line(tmp_path, cut, flip
     except ModelFileError as exc:
         message = str(exc)
         assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 300, message
+
+
+def _onnx_with(path: Path, key: str, value: str) -> Path:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    graph = onnx.load(str(BUNDLED_ONNX))
+    for prop in graph.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    onnx.save(graph, str(path))
+    return path
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("crnn.calibration", '{"method": "isotonic", "x": [0.1, 0.9], "y": [0.5], "samples": 3}',
+     "damaged crnn metadata: x and y hold 2 and 1 values"),
+    ("crnn.alphabet", "AB", "damaged crnn metadata: a 2-character alphabet (3 classes), the graph gives 37"),
+    ("crnn.preprocess", '{"height": 64, "channels": 1, "max_width": 800, "min_width": 4, "width_multiple": 8}',
+     "damaged crnn metadata: preprocess says 64 px x 1 channel(s), the graph reads 32 px x 1"),
+    ("crnn.preprocess", '{"height": 32, "channels": 1, "max_width": 800, "min_width": 4, "width_multiple": 0}',
+     "damaged crnn metadata: widths 4-800 in steps of 0"),
+    ("crnn.version", "2", "made by a newer crnn (export version 2; this one reads 1): upgrade crnn"),
+    ("crnn.version", "x", "damaged crnn metadata: invalid export version 'x'"),
+])
+def test_an_onnx_files_metadata_is_checked_against_its_graph(key, value, words, tmp_path, dataset, monkeypatch,
+                                                              capsys):
+    path = _onnx_with(tmp_path / "m.onnx", key, value)
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", path, dataset / "a.png")
+    _assert_one_line(code, err, path, words)
+
+
+@pytest.mark.parametrize("field, value", [("val_cer", "bad"), ("seconds", "x"), ("val_accuracy", [1])])
+def test_info_shows_a_train_record_of_wrong_types_as_it_is(field, value, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "m.pt"
+    _edited(lambda p: p["train"].__setitem__(field, value))(path)
+    code, out, err = run_main(monkeypatch, capsys, "info", path)
+    assert code == 0 and err == "", err
+    assert repr(value) in out
