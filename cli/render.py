@@ -137,8 +137,10 @@ class TrainDisplay:
 
     def _fitted(self, info: dict[str, Any]) -> None:
         if info["height"] != info["architecture_height"]:
+            long = (f", not above {info['height']} px as they are {info['median_aspect']:g} times as wide as high"
+                    if info.get("long_images_cap") else "")
             note(f"input height {info['height']} px, fitted to the training images' median height of "
-                 f"{info['median_height']:g} px (the architecture's is {info['architecture_height']}; "
+                 f"{info['median_height']:g} px{long} (the architecture's is {info['architecture_height']}; "
                  "--height chooses another)")
 
     def _data(self, info: dict[str, Any]) -> None:

@@ -348,21 +348,21 @@ class Preprocess:
             raise ImageError(f"{path}: cannot decode image: {first_line(exc)}") from None
 
 
-def header_heights(paths: Sequence[Path], most: int = 500) -> list[int]:
-    """The own heights of up to `most` of `paths`, evenly spread, from their headers (no decoding).
+def header_sizes(paths: Sequence[Path], most: int = 500) -> list[tuple[int, int]]:
+    """The own (width, height) of up to `most` of `paths`, evenly spread, from their headers (no decoding).
 
     Unreadable files are left out here; reading the data reports them. EXIF rotation is not
-    looked at: a guess of the usual height needs no exactness.
+    looked at: a guess of the usual size needs no exactness.
     """
     step = max(1, len(paths) // most)
-    heights = []
+    sizes = []
     for path in list(paths)[::step][:most]:
         try:
             with Image.open(path) as image:
-                heights.append(image.size[1])
+                sizes.append(image.size)
         except Exception:  # noqa: BLE001 - any unreadable file is skipped, and named when the data is read
             continue
-    return heights
+    return sizes
 
 
 def to_eight_bits(values: np.ndarray) -> np.ndarray:

@@ -76,7 +76,10 @@ def _positive(widths: Sequence[int]) -> np.ndarray:
     return np.maximum(np.asarray(widths, dtype=np.float64), 1.0)
 
 
-def fitted_height(median_height: float | None, default: int) -> int:
+LONG_ASPECT = 4.0  # median width / height above which images are lines of many glyphs (fitted_height)
+
+
+def fitted_height(median_height: float | None, default: int, median_aspect: float | None = None) -> int:
     """The input height for images whose own heights have this median, given the architecture's.
 
     Images clearly taller than the architecture expects (median above 1.25 times its height)
@@ -84,9 +87,17 @@ def fitted_height(median_height: float | None, default: int) -> int:
     for the bundled 32): captchas 60 px high squeezed to 32 px lose their thin, warped strokes
     (on the proxy captchas: 90.7% at 32 px, 92.0% and 92.6% at 48, 92.8% and 94.8% at 64; two
     seeds, docs/accuracy.md), and a taller input also gives a dense line more CTC steps (the
-    width grows with the height). The cap bounds the cost: twice the height costs about four
-    times the compute per image. Shorter images keep the default: upscaling adds no detail.
+    width grows with the height). Shorter images keep the default: upscaling adds no detail.
+
+    Above 1.5 times the default only short images go: a median width of at most LONG_ASPECT
+    heights (captchas: 2.7). The compute per image grows with height squared times width over
+    height, so a long line at 64 px costs 1.8 times what it costs at 48 and a budget fits half
+    the epochs: printed lines 56-96 px high (median width 7.8 heights) read 85.3% at 64 px and
+    92.1% at 48 px in 30 minutes (docs/accuracy.md, "Tall printed lines"). Without a known
+    aspect (no widths) the cap stays at twice the default.
     """
     if median_height is None or median_height <= default * 1.25:
         return default  # images of about the architecture's height are read at it, whatever its rounding
-    return int(min(max(default, 16 * round(median_height / 16)), default * 2))
+    short = median_aspect is None or median_aspect <= LONG_ASPECT
+    cap = default * 2 if short else max(default, 16 * (default * 3 // 2 // 16))  # long: 1.5x, a multiple of 16
+    return int(min(max(default, 16 * round(median_height / 16)), cap))

@@ -19,7 +19,7 @@ import numpy as np
 
 from .alphabet import Alphabet
 from .config import ModelConfig, TrainConfig, height_from_architecture, resolve_run_config, with_height
-from .data import Dataset, Preprocess, Problem, header_heights, read_all, split_dataset
+from .data import Dataset, Preprocess, Problem, header_sizes, read_all, split_dataset
 from .datastats import DataStats, data_stats, fitted_height
 from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
@@ -175,13 +175,15 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
 
 
 def fit_input_height(config: ModelConfig, train_set: Dataset, emit: Callback) -> tuple[ModelConfig, dict[str, Any]]:
-    """The architecture at the height its training images' own heights ask for (datastats.fitted_height),
+    """The architecture at the height its training images' own sizes ask for (datastats.fitted_height),
     and that decision as config.yaml records it."""
-    heights = header_heights([s.path for s in train_set.samples])
-    median = float(np.median(heights)) if heights else None
-    height = fitted_height(median, config.height)
+    sizes = np.asarray(header_sizes([s.path for s in train_set.samples]), dtype=np.float64).reshape(-1, 2)
+    median = float(np.median(sizes[:, 1])) if len(sizes) else None
+    aspect = float(np.median(sizes[:, 0] / np.maximum(sizes[:, 1], 1.0))) if len(sizes) else None
+    height = fitted_height(median, config.height, aspect)
     fitted = {"height": height, "architecture_height": config.height, "median_height": median,
-              "looked_at": len(heights)}
+              "median_aspect": None if aspect is None else round(aspect, 3), "looked_at": len(sizes),
+              "long_images_cap": height < fitted_height(median, config.height)}  # what the width took off
     emit("fitted", fitted)
     return (with_height(config, height) if height != config.height else config), fitted
 

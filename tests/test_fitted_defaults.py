@@ -9,8 +9,8 @@ import yaml
 from conftest import render_text
 from crnn_core.config import (FINETUNE_WEIGHT_DECAY, UNTIL_BUDGET, TrainConfig, height_from_architecture, load_model_config,
                               resolve_run_config, with_height)
-from crnn_core.datastats import fitted_height
-from crnn_core.data import header_heights
+from crnn_core.datastats import LONG_ASPECT, fitted_height
+from crnn_core.data import header_sizes
 from test_robust_settings import run_cli
 
 
@@ -22,10 +22,20 @@ def test_fitted_height_rule(median, expected):
     assert fitted_height(median, 32) == expected
 
 
+@pytest.mark.parametrize("median, aspect, expected", [
+    (60, 2.67, 64), (60, LONG_ASPECT, 64), (300, 1.0, 64),  # short images (captchas) may go to twice the default
+    (60, LONG_ASPECT + 0.01, 48), (76, 7.8, 48), (300, 20.0, 48),  # long lines stop at 1.5x: half the cost of 2x
+    (48, 7.8, 48), (44, 30.0, 48), (40, 7.8, 32), (20, 7.8, 32),  # below the cap the width changes nothing
+])
+def test_long_images_stop_at_one_and_a_half_times_the_default(median, aspect, expected):
+    assert fitted_height(median, 32, aspect) == expected
+
+
 def test_fitted_height_for_another_default():
     assert fitted_height(100, 64) == 96 and fitted_height(70, 64) == 64 and fitted_height(20, 64) == 64
     assert fitted_height(28, 28) == 28 and fitted_height(35, 28) == 28  # seed-fusion's 28 x 28 characters
     assert fitted_height(40, 28) == 32 and fitted_height(60, 28) == 56  # 64 capped at 2 x 28
+    assert fitted_height(60, 28, 8.0) == 32 and fitted_height(200, 64, 8.0) == 96  # long: a multiple of 16 <= 1.5x
 
 
 def test_with_height_keeps_the_aspect_cap():
@@ -51,24 +61,25 @@ def test_only_a_bundled_architectures_height_is_fitted(tmp_path):
     assert height_from_architecture(None, train_only, None)
 
 
-def test_header_heights_spread_and_skip_unreadable(tmp_path):
+def test_header_sizes_spread_and_skip_unreadable(tmp_path):
     paths = []
     for i, height in enumerate([20, 30, 40, 50]):
         path = tmp_path / f"{i}.png"
         render_text("12", height=height).save(path)
         paths.append(path)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    assert header_heights(paths + [tmp_path / "bad.png"]) == [20, 30, 40, 50]
-    assert header_heights(paths, most=2) == [20, 40]
+    sizes = header_sizes(paths + [tmp_path / "bad.png"])
+    assert [h for _, h in sizes] == [20, 30, 40, 50] and all(w > 10 for w, _ in sizes)
+    assert [h for _, h in header_sizes(paths, most=2)] == [20, 40]
 
 
-def _tall_data(root, height):
+def _tall_data(root, height, digits=2):
     for split, count in (("train", 24), ("val", 6)):
         folder = root / split
         folder.mkdir(parents=True)
         rows = []
         for i in range(count):
-            text = str(1000 + 37 * i)[: 2 + i % 3]
+            text = (str(1000 + 37 * i) * 4)[: digits + i % 3]
             render_text(text, height=height).save(folder / f"{i}.png")
             rows.append(f"{i}.png\t{text}\n")
         (folder / "labels.tsv").write_text("".join(rows))
@@ -83,14 +94,27 @@ def test_tall_images_are_read_taller_and_a_flag_still_wins(tmp_path, capfd):
     assert "input height 64 px, fitted to the training images' median height of 60 px" in err
     saved = yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())
     assert saved["model"]["input"]["height"] == 64 and saved["data"]["model_height"] == 64
-    assert saved["data"]["fitted"] == {"height": 64, "architecture_height": 32, "median_height": 60.0,
-                                       "looked_at": 24}
+    fitted = saved["data"]["fitted"]
+    assert 1.0 < fitted.pop("median_aspect") < LONG_ASPECT
+    assert fitted == {"height": 64, "architecture_height": 32, "median_height": 60.0, "looked_at": 24,
+                      "long_images_cap": False}
     code, out, err = run_cli("train", data, "--model", "crnn-tiny", "--epochs", "1", "--height", "32",
                              "--out", tmp_path / "flag", capfd=capfd)
     assert code == 0, err
     assert "fitted" not in err
     saved = yaml.safe_load((tmp_path / "flag" / "config.yaml").read_text())
     assert saved["model"]["input"]["height"] == 32 and "fitted" not in saved["data"]
+
+
+def test_tall_long_images_are_read_at_one_and_a_half_times(tmp_path, capfd):
+    data = _tall_data(tmp_path / "long", 60, digits=14)  # about 6 times as wide as high
+    code, out, err = run_cli("train", data, "--model", "crnn-tiny", "--epochs", "1", "--out", tmp_path / "fit",
+                             capfd=capfd)
+    assert code == 0, err
+    assert "input height 48 px, fitted to the training images' median height of 60 px, not above 48 px as they" in err
+    saved = yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())
+    assert saved["model"]["input"]["height"] == 48 and saved["data"]["fitted"]["long_images_cap"] is True
+    assert saved["data"]["fitted"]["median_aspect"] > LONG_ASPECT
 
 
 def test_images_of_the_default_height_change_nothing(tiny_data, tmp_path, capfd):
