@@ -55,6 +55,11 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _printable(text: str) -> str:
+    """A path for the terminal: a file name's bytes that are not UTF-8 as \\udcff, not a crash."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _shown(value: Any, fmt: str) -> str:
     """A number of a model file's train record as `fmt` says, anything else (a damaged record) as it is."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -336,22 +341,26 @@ def model_info(summary: dict[str, Any], config) -> None:
         table.add_row("fine-tuned from", f"{train['init']} (--alphabet {train.get('init_alphabet')}): kept "
                                          f"{surgery.get('kept', '?')} characters, added {added!r}, dropped "
                                          f"{surgery.get('dropped', '')!r}")
-    calibration = (train or {}).get("calibration")
-    if calibration:
-        table.add_row("calibration", f"on {calibration['samples']} lines; " + _calibration_rows(calibration))
+    from crnn_core.calibration import Calibration
+
+    raw = (train or {}).get("calibration")
+    calibration = Calibration.from_dict(raw)  # checked when the model was loaded
+    if calibration is not None:
+        table.add_row("calibration", f"on {calibration.samples} lines; " + _calibration_rows(calibration))
+    elif raw:
+        table.add_row("calibration", "a map this crnn cannot read (a newer method or score); not used")
     else:
         table.add_row("calibration", "none (models trained before calibration existed)")
     out.print(table)
 
 
-def _calibration_rows(calibration: dict[str, Any]) -> str:
+def _calibration_rows(calibration) -> str:
     """What a calibration maps, then its reliability table: one line per raw-score bin with lines."""
     from crnn_core.calibration import SCORES
 
-    score = calibration.get("score", "best-path")
     rows = [f"{b['low']:.2f}-{b['high']:.2f}: {b['lines']} lines, right {_pct(b['accuracy'])}, "
-            f"calibrated {_pct(b['calibrated'])}" for b in calibration["table"] if b["lines"]]
-    return "\n".join([f"raw score: {SCORES.get(score, score)}", *rows])
+            f"calibrated {_pct(b['calibrated'])}" for b in calibration.table if b["lines"]]
+    return "\n".join([f"raw score: {SCORES.get(calibration.score, calibration.score)}", *rows])
 
 
 def calibration_summary(result) -> None:
@@ -361,7 +370,7 @@ def calibration_summary(result) -> None:
     if result.problems:
         note(f"{len(result.problems)} sample(s) skipped")
     note(f"calibrated {result.model} on {result.calibration.samples} lines of {result.data} "
-         f"(read right: {_pct(result.accuracy)}); " + _calibration_rows(result.calibration.to_dict()).replace("\n", "; "))
+         f"(read right: {_pct(result.accuracy)}); " + _calibration_rows(result.calibration).replace("\n", "; "))
 
 
 def data_check(result, show: int) -> None:
@@ -381,7 +390,7 @@ def data_check(result, show: int) -> None:
     for s in result.splits:
         if s.unlabelled:
             out.print(f"{s.name}: {len(s.unlabelled)} image(s) in the folder are not used: no label names them, "
-                      f"or their label is reported below (first: {s.unlabelled[0]})", markup=False)
+                      f"or their label is reported below (first: {_printable(s.unlabelled[0])})", markup=False)
     problems = result.problems
     for p in problems[:show]:
         out.print(f"  {p}", markup=False)

@@ -17,6 +17,7 @@ little optimistic; with a few hundred validation lines and a few errors it is co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,11 +80,21 @@ class Calibration:
         return cls(x, y, samples, _table(raw.get("table", [])), score)
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not an integer beyond any float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _numbers(values: Any, name: str) -> list[float]:
     if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for v in values):
         raise ValueError(f"{name}: not a list of numbers")
-    if not all(np.isfinite(values)):
+    if not all(_is_number(v) for v in values):
         raise ValueError(f"{name}: holds a value that is not finite")
     return [float(v) for v in values]
 
@@ -95,11 +106,12 @@ def _table(rows: Any) -> list[dict[str, Any]]:
     for row in rows:
         if not isinstance(row, dict):
             raise ValueError("table: a row that is not a mapping")
-        number = all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) for k in ("low", "high"))
         lines = row.get("lines")
         count = isinstance(lines, int) and not isinstance(lines, bool) and lines >= 0
-        optional = all(row.get(k) is None or isinstance(row.get(k), (int, float)) for k in ("accuracy", "calibrated"))
-        if not (number and count and optional):
+        edges = all(_is_number(row.get(k)) for k in ("low", "high"))
+        # a bin with lines has both rates; an empty one may have None
+        rates = all(_is_number(row.get(k)) or (not lines and row.get(k) is None) for k in ("accuracy", "calibrated"))
+        if not (count and edges and rates):
             raise ValueError(f"table: a malformed row {row!r}"[:200])
     return rows
 

@@ -585,26 +585,39 @@ def bundled_config_names() -> list[str]:
     return sorted(p.name[:-5] for p in bundled_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without aliases (`*name`): a config needs none, and a tree of them (a "billion
-    laughs") expands without limit in whatever walks the result."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.YAMLError(f"line {mark.line + 1}: aliases (*name) are not allowed in a crnn config file")
-        return super().compose_node(parent, index)
+MAX_YAML_VALUES = 100_000  # far beyond any architecture; a "billion laughs" alias tree is refused
 
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe loader
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        size = _expanded_size(raw, {}, set())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"{path}: cannot read YAML: nested too deeply") from None
+    if size > MAX_YAML_VALUES:
+        raise ConfigError(f"{path}: cannot read YAML: its aliases (*name) expand to more than "
+                          f"{MAX_YAML_VALUES} values")
+    return raw
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `value` holds once every alias is written out, counted without writing them
+    out (an alias is the same object: each is counted once and reused). ValueError for a cycle."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in open_:
+        raise ValueError("an alias (*name) that contains itself")
+    if key not in sizes:
+        open_.add(key)
+        items = list(value.values()) if isinstance(value, dict) else value
+        sizes[key] = 1 + sum(_expanded_size(item, sizes, open_) for item in items)
+        open_.discard(key)
+    return sizes[key]
 
 
 def _names_a_file(name_or_path: str | Path) -> bool:
@@ -633,11 +646,4 @@ def dump_run_config(model: ModelConfig, train: TrainConfig, data: Mapping[str, A
     run = {"model": model.to_dict(), "train": train.to_dict()}
     if data is not None:
         run["data"] = dict(data)
-    return yaml.dump(run, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
-
-
-class _PlainDumper(yaml.SafeDumper):
-    """SafeDumper that writes a value used twice in full: read_yaml refuses aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
+    return yaml.safe_dump(run, sort_keys=False, allow_unicode=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -209,6 +210,9 @@ def discover(path: str | Path, labels: str = "auto") -> Dataset:
     if labels == "filename":
         dataset = read_filename_labels(path)
     else:
+        odd = next((path / n for n in LIST_FILE_NAMES if (path / n).exists() and not (path / n).is_file()), None)
+        if odd is not None:
+            raise DatasetError(f"{odd}: not a regular file (a folder, pipe or device); a label list is a text file")
         list_file = next((path / n for n in LIST_FILE_NAMES if (path / n).is_file()), None)
         if list_file is not None:
             dataset = read_list_file(list_file)
@@ -316,7 +320,10 @@ class Preprocess:
     def read(self, path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
         """`load`, and the image's own (width, height) upright, before resizing (for data statistics)."""
         try:
-            if os.path.getsize(path) == 0:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+                raise ImageError(f"{path}: a device, pipe or socket, not an image file")  # never read: it may not end
+            if info.st_size == 0 and stat.S_ISREG(info.st_mode):
                 raise ImageError(f"{path}: empty file (0 bytes)")
             with Image.open(path) as image:
                 w, h = image.size
@@ -358,6 +365,8 @@ def header_sizes(paths: Sequence[Path], most: int = 500) -> list[tuple[int, int]
     sizes = []
     for path in list(paths)[::step][:most]:
         try:
+            if not os.path.isfile(path):  # a pipe would never end; reading the data names it
+                continue
             with Image.open(path) as image:
                 sizes.append(image.size)
         except Exception:  # noqa: BLE001 - any unreadable file is skipped, and named when the data is read

@@ -10,6 +10,7 @@ this path when the model has such a file and onnxruntime is installed (runners.p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Loade
         raise ModelFileError(f"{path}: an ONNX file without crnn metadata (make it with `crnn export --format onnx`)")
     version = meta.get("crnn.version", "1")
     if version != EXPORT_VERSION:
-        newer = version.isdigit() and int(version) > int(EXPORT_VERSION)
+        newer = re.fullmatch(r"[0-9]{1,6}", version) is not None and int(version) > int(EXPORT_VERSION)
         raise ModelFileError(f"{path}: made by a newer crnn (export version {version}; this one reads "
                              f"{EXPORT_VERSION}): upgrade crnn" if newer else
                              f"{path}: damaged crnn metadata: invalid export version {version[:20]!r}")

@@ -7,12 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from crnn_core.automata import read_lexicon
 from test_robust_settings import run_cli
+
+
+def flat(err: str) -> str:
+    """A usage error's words without the box typer draws around them and its line breaks."""
+    return " ".join(err.replace("│", " ").split())
 
 CRNN = [sys.executable, "-m", "crnn_core.cli.app"]
 
@@ -24,7 +30,7 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(args, tiny_model,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "best.pt").write_bytes(tiny_model.read_bytes())  # what '' used to mean: ./best.pt, ./ as data
     code, out, err = run_cli(*args, capfd=capfd)
-    assert code == 2 and "'' is an empty path (is a variable unset?)" in err, err
+    assert code == 2 and "'' is an empty path (is a variable unset?)" in flat(err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"] and out == ""
 
 
@@ -42,7 +48,7 @@ def test_an_empty_model_is_an_error_not_the_current_folders_run(args, tiny_model
 def test_calibrate_writes_a_model_file_and_nothing_else(out, words, tiny_data, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli("calibrate", "codes-fast", tiny_data, "-o", out, capfd=capfd)
-    assert code == 2 and words in " ".join(err.split()), err
+    assert code == 2 and words in flat(err), err
     assert not (tmp_path / "newdir").exists() and not (tmp_path / "cal.onnx").exists()
 
 
@@ -50,7 +56,7 @@ def test_reports_and_exports_need_a_file_name(tiny_data, tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     for args in (("export", "codes-fast", "-o", "x/"), ("eval", "codes-fast", tiny_data, "--html", "r/")):
         code, _, err = run_cli(*args, capfd=capfd)
-        assert code == 2 and "names a folder; give a file name" in err, err
+        assert code == 2 and "names a folder; give a file name" in flat(err), err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -76,27 +82,30 @@ def test_a_lexicon_written_with_a_byte_order_mark_keeps_its_first_entry(tmp_path
 def test_reading_paths_from_a_closed_stdin_is_a_usage_error():
     command = " ".join([*CRNN, "predict", "-m", "codes-fast", "-"])
     result = subprocess.run(["sh", "-c", f"exec {command} <&-"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "reads paths from stdin, which is closed" in result.stderr, result.stderr
+    assert result.returncode == 2 and "reads paths from stdin, which is closed" in flat(result.stderr), result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+LAUGHS = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))  # 10^9 values
+
+
 @pytest.mark.parametrize("text, words", [("[" * 5000 + "]" * 5000, "nested too deeply"),
-                                         ("a: &a [1, 2]\nb: [*a, *a]\n", "line 2: aliases (*name) are not allowed")])
+                                         (LAUGHS, "its aliases (*name) expand to more than 100000 values"),
+                                         ("a: &a [1, *a]\n", "an alias (*name) that contains itself")])
 def test_hostile_yaml_is_one_line(text, words, tiny_data, tmp_path, capfd):
     path = tmp_path / "arch.yaml"
     path.write_text(text)
     code, _, err = run_cli("data", "check", tiny_data, "-m", path, capfd=capfd)
-    assert code == 1 and err == f"crnn: error: {path}: cannot read YAML: {words}" + err.split(words)[1], err
-    assert err.count("\n") == 1 and "unexpected" not in err
+    assert code == 1 and err == f"crnn: error: {path}: cannot read YAML: {words}\n", err
 
 
-def test_a_runs_config_holds_no_aliases_so_it_reads_back():
-    from crnn_core.config import TrainConfig, dump_run_config, load_model_config
+def test_yaml_aliases_within_reason_still_work(tmp_path):
+    from crnn_core.config import read_yaml
 
-    shared = [1, 2]
-    text = dump_run_config(load_model_config("crnn-fast"), TrainConfig(), {"a": shared, "b": shared})
-    assert "&id" not in text and "*id" not in text
-    assert yaml.safe_load(text)["data"] == {"a": [1, 2], "b": [1, 2]}
+    path = tmp_path / "arch.yaml"
+    path.write_text("block: &block [{conv: 64}, {pool: 2}]\nbackbone: [*block, *block]\n")
+    assert read_yaml(path)["backbone"] == [[{"conv": 64}, {"pool": 2}]] * 2
 
 
 def test_reports_show_a_file_name_that_is_not_utf8(tmp_path, capfd):
@@ -104,16 +113,14 @@ def test_reports_show_a_file_name_that_is_not_utf8(tmp_path, capfd):
 
     data = tmp_path / "data"
     data.mkdir()
-    name = b"x\xff.png"  # a file name from another system's encoding
-    render_text("12").save(os.fsdecode(bytes(data) + b"/" + name))
-    (data / "labels.tsv").write_bytes(name + b"\t99\n")  # read wrong, so the reports list it
+    stem = bytes(data) + b"/x\xff"  # a file name from another system's encoding
+    render_text("12").save(os.fsdecode(stem + b".png"))
+    Path(os.fsdecode(stem + b".gt.txt")).write_text("99\n")  # read wrong, so the reports list it
     code, _, err = run_cli("eval", "codes-fast", data, "--markdown", tmp_path / "r.md", "--html", tmp_path / "r.html",
                            capfd=capfd)
     assert code == 0, err
-    for report in ("r.md", "r.html"):
-        (tmp_path / report).read_bytes().decode("utf-8")  # valid UTF-8 throughout
-    assert "x\\udcff.png" in (tmp_path / "r.html").read_text(encoding="utf-8") or \
-        "x\\udcff.png" in (tmp_path / "r.md").read_text(encoding="utf-8")
+    reports = [(tmp_path / name).read_bytes().decode("utf-8") for name in ("r.md", "r.html")]  # valid UTF-8
+    assert any("x\\udcff.png" in text for text in reports)
 
 
 def test_synth_force_never_rewrites_its_own_text(tmp_path, capfd):
@@ -121,7 +128,7 @@ def test_synth_force_never_rewrites_its_own_text(tmp_path, capfd):
     text.parent.mkdir(parents=True)
     text.write_text("HELLO\nWORLD\n")
     code, _, err = run_cli("synth", tmp_path / "out", "--text", text, "--force", capfd=capfd)
-    assert code == 2 and "--force rewrites" in " ".join(err.split()), err
+    assert code == 2 and "--force rewrites" in flat(err), err
     assert text.read_text() == "HELLO\nWORLD\n"
 
 
@@ -137,3 +144,16 @@ def test_data_check_names_images_no_label_names(tmp_path, capfd):
     assert "2 image(s) in the folder are not used" in " ".join(out.split()), out
     code, out, err = run_cli("data", "check", "--json", folder, capfd=capfd)
     assert code == 0 and [len(s["unlabelled"]) for s in json.loads(out)["splits"]] == [2]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_given_as_an_image_is_named_for_what_it_is(tmp_path, capfd):
+    os.mkfifo(tmp_path / "f.png")  # opening it to read would wait for a writer forever
+    code, out, err = run_cli("predict", "-m", "codes-fast", tmp_path / "f.png", capfd=capfd)
+    assert code == 1 and "f.png: a device, pipe or socket, not an image file" in err, err
+
+
+def test_a_label_list_that_is_a_folder_is_named_for_what_it_is(tmp_path, capfd):
+    (tmp_path / "data" / "labels.tsv").mkdir(parents=True)
+    code, _, err = run_cli("data", "check", tmp_path / "data", capfd=capfd)
+    assert code == 1 and "labels.tsv: not a regular file (a folder, pipe or device)" in err, err
