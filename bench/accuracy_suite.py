@@ -9,7 +9,7 @@ split that no training or tuning ever sees:
 | digits | real handwritten digits (scikit-learn's `load_digits`, 8x8, 16 grey levels) upscaled, elastically warped, 3-8 side by side; test strings use only digit images that train never saw | 10,000 / 500 / 1,000 | 10 min |
 | lines | printed text lines: 1-5 dictionary words up to 80 characters in Debian's free fonts (test: fonts train never saw), blur, skew, noise, textured paper, 32-64 px high | 20,000 / 1,000 / 1,000 | 30 min |
 | plates | low-resolution plate photos: 1-3 letters and 2-4 digits in a crop 13-20 px high, perspective, JPEG quality 20-50, upscaled to 32 px | 10,000 / 500 / 1,000 | 10 min |
-| tall-lines (only with --kinds) | the lines kind drawn 56-96 px high, which the fitted height reads at 64 px instead of 48: a check of that cap on printed text | 20,000 / 1,000 / 1,000 | 30 min |
+| tall-lines (only with --kinds) | the lines kind drawn 56-96 px high: the check that decided the fitted height's cap for long images (48 px; 64 px cost 6.8 points) | 20,000 / 1,000 / 1,000 | 30 min |
 
     pip install captcha scikit-learn            # bench only, not dependencies of crnn
     apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-noto-core \
@@ -183,7 +183,7 @@ def make_line(rng: random.Random, split: str, context: dict) -> tuple[Image.Imag
 
 
 def make_tall_line(rng: random.Random, split: str, context: dict) -> tuple[Image.Image, str]:
-    """The lines kind scanned finer: 56-96 px high, which the fitted height reads at 64 px (lines: 48)."""
+    """The lines kind scanned finer: 56-96 px high (median 76), which the fitted height reads at 48 px."""
     text, font = line_spec(rng, split, context)
     image = _render_line(text, font, rng.randint(56, 96), rng)
     return _degrade(image, rng), text
