@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crnn_core.automata import read_lexicon
 from test_robust_settings import run_cli
