@@ -53,6 +53,13 @@ def label_fault(text: str) -> str | None:
     return None
 
 
+def alphabet_fault(chars: str) -> str | None:
+    """Why a model file's alphabet cannot be one a model was trained on (labels never bring a
+    control character, line break, lone surrogate or noncharacter), or None."""
+    fault = label_fault(chars)
+    return fault.replace("label holds", "alphabet holds", 1) if fault else None
+
+
 class Alphabet:
     BLANK = 0
 
@@ -62,9 +69,6 @@ class Alphabet:
             raise ValueError("alphabet has repeated characters")
         if any(len(c) != 1 for c in chars):
             raise ValueError("alphabet entries must be single characters")
-        fault = label_fault("".join(chars))  # labels never bring these; a damaged model file might
-        if fault:
-            raise ValueError(fault.replace("label holds", "alphabet holds", 1))
         self.chars = "".join(chars)
         self._index = {c: i + 1 for i, c in enumerate(self.chars)}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .alphabet import Alphabet
+from .alphabet import Alphabet, alphabet_fault
 from .calibration import Calibration
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
@@ -280,6 +280,8 @@ def model_parts(path: Path, payload: dict) -> tuple[ModelConfig, Alphabet, Prepr
         alphabet = Alphabet(chars)
     except ValueError as exc:
         raise _damaged(path, "alphabet", exc) from None
+    if alphabet_fault(chars):
+        raise _damaged(path, "alphabet", alphabet_fault(chars))
     try:
         preprocess = Preprocess.from_dict(payload["preprocess"])
     except Exception as exc:  # noqa: BLE001 - a missing key, or a value that is not a number

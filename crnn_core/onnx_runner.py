@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import Alphabet
+from .alphabet import Alphabet, alphabet_fault
 from .calibration import Calibration
 from .config import ModelConfig, bundled_dir
 from .data import Preprocess
@@ -81,6 +81,8 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Loade
     try:
         config = ModelConfig.from_dict(json.loads(meta["crnn.config"]), source=str(path))
         alphabet = Alphabet(meta["crnn.alphabet"])
+        if alphabet_fault(alphabet.chars):
+            raise ValueError(alphabet_fault(alphabet.chars))
         preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
         calibration = json.loads(meta["crnn.calibration"]) if "crnn.calibration" in meta else None
         Calibration.from_dict(calibration)  # checked here, where the file is named
