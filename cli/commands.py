@@ -93,7 +93,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Training samples per step, per process (default: 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, above 0 and at most 10 (default: 0.002)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW's decoupled weight decay, at least 0 and at most 1 (default: 0.05; 1e-4 with --init)."),
-    height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px (default: a bundled architecture's 32, or, when the training images are taller than 40 px, their median height rounded to 16, up to 64)."),
+    height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px; the widest input scales alike (default: a bundled architecture's 32, or, when the training images are taller than 40 px, their median height rounded to 16, up to 64, or 48 for images more than 4 times as wide as high)."),
+    width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Stretch images across by this factor, 0.25 to 8, after resizing to the input height: more CTC steps per character (default: 1, or, when nine labels in ten would need more than half their images' steps, the smallest of 1.25, 1.5, 2, 2.5, 3 that brings them to half)."),
     head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
@@ -126,7 +127,8 @@ def train(
     if data is None and resume is None:
         raise typer.BadParameter("give a DATA folder, or --resume RUN", param_hint="DATA")
     # Every setting below is checked and combined in one place: crnn_core.config.resolve_run_config.
-    model_flags = {"height": height, "head": head.value if head else None, "max_length": max_length}
+    model_flags = {"height": height, "width_scale": width_scale, "head": head.value if head else None,
+                   "max_length": max_length}
     overrides = {k: v for k, v in {
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "device": device,
         "seed": seed, "augment": augment.value if augment else None, "patience": patience, "threads": threads,
@@ -258,12 +260,12 @@ def evaluate(
         atomic_write_bytes(targets["--junit"], reports.junit_xml(report, outcome))
         render.note(f"wrote {junit}")
     if markdown is not None:
-        atomic_write_bytes(targets["--markdown"], _readable_utf8(reports.markdown(report, outcome)))
+        atomic_write_bytes(targets["--markdown"], render.printable(reports.markdown(report, outcome)).encode())
         render.note(f"wrote {markdown}")
     if html is not None:
         from crnn_core.report_html import html_report
 
-        atomic_write_bytes(targets["--html"], _readable_utf8(html_report(report, outcome)))
+        atomic_write_bytes(targets["--html"], render.printable(html_report(report, outcome)).encode())
         render.note(f"wrote {html}")
     if not outcome.passed:
         render.gate_failures(outcome)
@@ -276,11 +278,6 @@ def _eval_outputs(requested: dict, inputs: list) -> dict:
 
     check_distinct_outputs({option: Path(out) for option, out in requested.items() if out})
     return {option: check_output_path(out, inputs, option) for option, out in requested.items() if out is not None}
-
-
-def _readable_utf8(text: str) -> bytes:
-    """A report for people as UTF-8; a file name's bytes that are not UTF-8 shown as \\udcff, not a crash."""
-    return text.encode("utf-8", "backslashreplace")
 
 
 def _list_files(data: Path) -> list:
@@ -509,7 +506,7 @@ def info(
 
 def data_check(
     data: Path = typer.Argument(..., parser=_path, help="Dataset folder or list file."),
-    model: str = typer.Option(DEFAULT_ARCHITECTURE, "--model", "-m", help="Architecture whose height and width rules to check against."),
+    model: str = typer.Option(DEFAULT_ARCHITECTURE, "--model", "-m", help="Architecture whose height and width rules to check against (a bundled one at the height and width scale training would fit to the data)."),
     head: Optional[Head] = typer.Option(None, "--head", help="Check against this head instead of the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L to check labels against."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
@@ -518,16 +515,17 @@ def data_check(
 ) -> None:
     """Counts, alphabet, sizes, unreadable files and labels too long for the head (CTC at their width, or
     softmax's L). Exit code 1 if anything is wrong."""
-    from crnn_core.config import apply_model_flags, load_model_config
+    from crnn_core.config import apply_model_flags, input_from_architecture, load_model_config
     from crnn_core.datacheck import check_dataset
 
     config = apply_model_flags(load_model_config(model), head=head.value if head else None, max_length=max_length)
-    result = check_dataset(data, config, labels.value)
+    result = check_dataset(data, config, labels.value, fit=input_from_architecture(model, None, None))
     if as_json:
         from crnn_core.outputs import dumps
 
         typer.echo(dumps({
             "model": result.model,
+            "input": {"height": result.height, "width_scale": result.width_scale},
             "alphabet": result.alphabet.chars,
             "unseen_in_train": "".join(sorted(result.unseen_in_train())),
             "splits": [{"name": s.name, "source": s.source, "samples": s.samples, "readable": s.readable,

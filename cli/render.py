@@ -55,8 +55,8 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _printable(text: str) -> str:
-    """A path for the terminal: a file name's bytes that are not UTF-8 as \\udcff, not a crash."""
+def printable(text: str) -> str:
+    """A path for the terminal or a report file: a file name's bytes that are not UTF-8 as \\udcff, not a crash."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -141,12 +141,16 @@ class TrainDisplay:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
     def _fitted(self, info: dict[str, Any]) -> None:
-        if info["height"] != info["architecture_height"]:
+        if "height" in info and info["height"] != info["architecture_height"]:
             long = (f", not above {info['height']} px as they are {info['median_aspect']:g} times as wide as high"
                     if info.get("long_images_cap") else "")
             note(f"input height {info['height']} px, fitted to the training images' median height of "
                  f"{info['median_height']:g} px{long} (the architecture's is {info['architecture_height']}; "
                  "--height chooses another)")
+        if info.get("width_scale", 1.0) != 1.0:
+            note(f"images stretched across {info['width_scale']:g} times: densely set text, nine labels in ten "
+                 f"need up to {_share(info['ctc_fill_p90_unstretched'])} of their images' CTC steps unstretched "
+                 "(--width-scale chooses another)")
 
     def _data(self, info: dict[str, Any]) -> None:
         height, fill = info["height"], info["ctc_fill"]
@@ -317,7 +321,9 @@ def model_info(summary: dict[str, Any], config) -> None:
                                 f"rnn {params['rnn']:,}, head {params['head']:,})")
     pre = summary["preprocess"]
     table.add_row("input", f"height {pre['height']} px, {'grayscale' if pre['channels'] == 1 else 'RGB'}, "
-                           f"width {pre['min_width']}..{pre['max_width']} px, {pre['normalize']}")
+                           f"width {pre['min_width']}..{pre['max_width']} px"
+                           + (f" stretched across {pre['width_scale']:g}x" if pre.get("width_scale", 1) != 1 else "")
+                           + f", {pre['normalize']}")
     layers = []
     for layer in config.backbone:
         if layer.kind == "conv":
@@ -374,7 +380,8 @@ def calibration_summary(result) -> None:
 
 
 def data_check(result, show: int) -> None:
-    table = Table(title=f"dataset check (rules of {result.model})", title_justify="left")
+    stretch = f", stretched across {result.width_scale:g}x" if result.width_scale != 1 else ""
+    table = Table(title=f"dataset check (rules of {result.model} at {result.height} px{stretch})", title_justify="left")
     for column in ("split", "samples", "readable", "label chars", "width px", "problems"):
         table.add_column(column)
     for s in result.splits:
@@ -390,7 +397,7 @@ def data_check(result, show: int) -> None:
     for s in result.splits:
         if s.unlabelled:
             out.print(f"{s.name}: {len(s.unlabelled)} image(s) in the folder are not used: no label names them, "
-                      f"or their label is reported below (first: {_printable(s.unlabelled[0])})", markup=False)
+                      f"or their label is reported below (first: {printable(s.unlabelled[0])})", markup=False)
     problems = result.problems
     for p in problems[:show]:
         out.print(f"  {p}", markup=False)

@@ -89,7 +89,8 @@ def _int(lo: int, hi: int, optional: bool = False) -> Setting:
 # The model file's layers and input: bounds far beyond any CRNN, tight enough to catch typos.
 LAYER_SETTINGS = {"conv": _int(1, 4096), "kernel": _int(1, 31), "stride": _int(1, 31), "padding": _int(0, 31),
                   "pool": _int(1, 31)}
-INPUT_SETTINGS = {"height": _int(8, 1024), "channels": _int(1, 3), "max_width": _int(8, 20_000)}
+INPUT_SETTINGS = {"height": _int(8, 1024), "channels": _int(1, 3), "max_width": _int(8, 20_000),
+                  "width_scale": Setting(float, 0.25, 8)}
 RNN_SETTINGS = {"hidden": _int(1, 4096), "layers": _int(0, 8), "dropout": Setting(float, 0, 1, hi_open=True),
                 "bidirectional": Setting(bool)}
 
@@ -181,6 +182,9 @@ class ModelConfig:
     height: int = 32
     channels: int = 1
     max_width: int = 800
+    # Images are resized to `height` and stretched across by this factor: more time steps per
+    # character for densely set text (fitting.fit_input); max_width counts stretched pixels.
+    width_scale: float = 1.0
     backbone: list[LayerSpec] = field(default_factory=list)
     batch_norm: bool = True
     rnn_hidden: int = 128
@@ -268,12 +272,18 @@ class ModelConfig:
         return {
             "name": self.name,
             "description": self.description,
-            "input": {"height": self.height, "channels": self.channels, "max_width": self.max_width},
+            "input": self._input_dict(),
             "batch_norm": self.batch_norm,
             "backbone": [layer.to_dict(self.batch_norm) for layer in self.backbone],
             "rnn": self._rnn_dict(),
             "head": head_for(self).to_yaml(self),
         }
+
+    def _input_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"height": self.height, "channels": self.channels, "max_width": self.max_width}
+        if self.width_scale != 1.0:  # only where it matters, so that files crnn wrote before it still match
+            d["width_scale"] = self.width_scale
+        return d
 
     def _rnn_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"hidden": self.rnn_hidden, "layers": self.rnn_layers, "dropout": self.rnn_dropout}
@@ -299,6 +309,7 @@ class ModelConfig:
             height=inp.get("height", 32),
             channels=inp.get("channels", 1),
             max_width=inp.get("max_width", 800),
+            width_scale=inp.get("width_scale", 1.0),
             backbone=[LayerSpec.parse(layer, default_bn, source) for layer in layers],
             batch_norm=default_bn,
             rnn_hidden=rnn.get("hidden", 128),
@@ -460,7 +471,7 @@ def check_train_values(raw: Any, source: str, flags: bool = False) -> dict[str, 
 
 
 # -- one resolution of a run's settings ----------------------------------------------------
-MODEL_FLAGS = ("height", "head", "max_length")
+MODEL_FLAGS = ("height", "width_scale", "head", "max_length")
 
 
 def resolve_run_config(model: ModelConfig | str | None = None, train: TrainConfig | None = None, *,
@@ -534,22 +545,33 @@ def _resolve_train(train: TrainConfig | None, file_train: dict[str, Any] | None,
     return TrainConfig(**base)
 
 
-def height_from_architecture(model: ModelConfig | str | None, config_file: str | Path | None,
-                             model_flags: Mapping[str, Any] | None) -> bool:
-    """Whether a new run's input height would be a bundled architecture's own: none was chosen
-    by --height, a config file's model: section, an architecture file or a ModelConfig. Only
-    then may the data decide it (runprep.fit_input_height)."""
-    if (model_flags or {}).get("height") is not None or not (model is None or isinstance(model, str)):
+def input_from_architecture(model: ModelConfig | str | None, config_file: str | Path | None,
+                            model_flags: Mapping[str, Any] | None, setting: str = "height") -> bool:
+    """Whether a new run's input `setting` (height, width_scale) would be a bundled architecture's
+    own: none was chosen by its flag, a config file's model: section, an architecture file or a
+    ModelConfig. Only then may the data decide it (fitting.fit_input)."""
+    if (model_flags or {}).get(setting) is not None or not (model is None or isinstance(model, str)):
         return False
     if model is not None and _names_a_file(model):
         return False
     return config_file is None or _read_run_file(config_file)[0] is None
 
 
-def with_height(config: ModelConfig, height: int) -> ModelConfig:
+def with_height(config: ModelConfig, height: int, source: str | None = None) -> ModelConfig:
     """The architecture read at another height, its widest input scaled alike (the same aspect cap)."""
-    return _with_input(config, config.name, height=height,
-                       max_width=max(1, round(config.max_width * height / config.height)))
+    return _with_input(config, source or config.name, height=height,
+                       max_width=_widest(config.max_width * height / config.height))
+
+
+def with_width_scale(config: ModelConfig, scale: float, source: str | None = None) -> ModelConfig:
+    """The architecture reading images stretched across by `scale`, its widest input alike."""
+    return _with_input(config, source or config.name, width_scale=scale,
+                       max_width=_widest(config.max_width * scale / config.width_scale))
+
+
+def _widest(width: float) -> int:
+    setting = INPUT_SETTINGS["max_width"]
+    return int(min(max(round(width), setting.lo), setting.hi))
 
 
 def _with_input(config: ModelConfig, source: str, **changes: Any) -> ModelConfig:
@@ -559,13 +581,16 @@ def _with_input(config: ModelConfig, source: str, **changes: Any) -> ModelConfig
 
 
 def apply_model_flags(config: ModelConfig, height: int | None = None, head: str | None = None,
-                      max_length: int | None = None) -> ModelConfig:
-    """The architecture with --height, --head and --max-length applied (train and data check)."""
-    if height is not None:
-        try:
-            config = _with_input(config, "--height", height=INPUT_SETTINGS["height"].check(height, "--height"))
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
+                      max_length: int | None = None, width_scale: float | None = None) -> ModelConfig:
+    """The architecture with --height, --width-scale, --head and --max-length applied (train and data check)."""
+    try:
+        if height is not None:  # the widest input scales alike, as for a fitted height
+            config = with_height(config, INPUT_SETTINGS["height"].check(height, "--height"), "--height")
+        if width_scale is not None:
+            config = with_width_scale(config, INPUT_SETTINGS["width_scale"].check(width_scale, "--width-scale"),
+                                      "--width-scale")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     if head is not None and head != config.head:
         config = dataclasses.replace(config, head=head, head_length=None)
     if max_length is not None:

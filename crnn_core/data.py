@@ -268,26 +268,31 @@ class Preprocess:
     # Widths are padded up to a multiple of this, so inference can batch images of exactly
     # equal width: an image then reads the same alone or among others (no batch padding).
     width_multiple: int = 8
+    # Stretch across after resizing to `height` (ModelConfig.width_scale): more CTC steps per character.
+    width_scale: float = 1.0
 
     def to_dict(self) -> dict:
+        scale = {"width_scale": self.width_scale} if self.width_scale != 1.0 else {}  # files from before it match
         return {"height": self.height, "channels": self.channels, "max_width": self.max_width,
-                "min_width": self.min_width, "width_multiple": self.width_multiple,
+                "min_width": self.min_width, "width_multiple": self.width_multiple, **scale,
                 "normalize": "x / 127.5 - 1", "pad": "right, to a multiple of width_multiple, with the median of the last column"}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Preprocess":
         """From a model file's record, checked: a damaged one must not blame every image instead."""
         made = cls(int(raw["height"]), int(raw["channels"]), int(raw["max_width"]), int(raw["min_width"]),
-                   int(raw.get("width_multiple", 1)))
+                   int(raw.get("width_multiple", 1)), float(raw.get("width_scale", 1.0)))
         if made.channels not in (1, 3) or not 1 <= made.height <= 4096:
             raise ValueError(f"height {made.height} x {made.channels} channel(s): not an image shape crnn reads")
         if not 1 <= made.min_width <= made.max_width <= 1_000_000 or not 1 <= made.width_multiple <= 4096:
             raise ValueError(f"widths {made.min_width}-{made.max_width} in steps of {made.width_multiple}: "
                              "not 1 <= min_width <= max_width <= 1000000 with a step of 1-4096")
+        if not 0.25 <= made.width_scale <= 8:  # also refuses NaN
+            raise ValueError(f"width_scale {made.width_scale}: not between 0.25 and 8")
         return made
 
     def target_width(self, width: int, height: int) -> int:
-        scaled = round(width * self.height / max(height, 1))
+        scaled = round(width * self.height / max(height, 1) * self.width_scale)
         return min(max(scaled, self.min_width), self.max_width)
 
     def padded_width(self, width: int) -> int:
@@ -356,19 +361,24 @@ class Preprocess:
 
 
 def header_sizes(paths: Sequence[Path], most: int = 500) -> list[tuple[int, int]]:
-    """The own (width, height) of up to `most` of `paths`, evenly spread, from their headers (no decoding).
+    """The own (width, height) of up to `most` of `paths`, evenly spread, from their headers (no decoding)."""
+    return [size for _, size in indexed_header_sizes(paths, most)]
+
+
+def indexed_header_sizes(paths: Sequence[Path], most: int = 500) -> list[tuple[int, tuple[int, int]]]:
+    """`header_sizes`, each with the index in `paths` of the file it is from.
 
     Unreadable files are left out here; reading the data reports them. EXIF rotation is not
     looked at: a guess of the usual size needs no exactness.
     """
     step = max(1, len(paths) // most)
     sizes = []
-    for path in list(paths)[::step][:most]:
+    for index in range(0, len(paths), step)[:most]:
         try:
-            if not os.path.isfile(path):  # a pipe would never end; reading the data names it
+            if not os.path.isfile(paths[index]):  # a pipe would never end; reading the data names it
                 continue
-            with Image.open(path) as image:
-                sizes.append(image.size)
+            with Image.open(paths[index]) as image:
+                sizes.append((index, image.size))
         except Exception:  # noqa: BLE001 - any unreadable file is skipped, and named when the data is read
             continue
     return sizes

@@ -11,6 +11,7 @@ from .config import ModelConfig
 from .data import Dataset, Problem, discover, list_images, load_all
 from .errors import quoted
 from .heads import head_for
+from .fitting import fit_input
 from .modelfile import preprocess_for
 
 
@@ -32,6 +33,8 @@ class DataCheck:
     splits: list[SplitSummary]
     alphabet: Alphabet
     model: str
+    height: int  # the input height checked against (the architecture's, or fitted to the data as training would)
+    width_scale: float = 1.0  # the same for the stretch across
 
     @property
     def problems(self) -> list[Problem]:
@@ -89,18 +92,25 @@ def _summarise(name: str, dataset: Dataset, config: ModelConfig, threads: int, r
                         (min(widths, default=0), max(widths, default=0)), problems)
 
 
-def check_dataset(data: str | Path, config: ModelConfig, labels: str = "auto", threads: int = 2) -> DataCheck:
-    """Each split present (train/val/test subfolders, or the folder itself), summarised and checked."""
+def check_dataset(data: str | Path, config: ModelConfig, labels: str = "auto", threads: int = 2,
+                  fit: bool = False) -> DataCheck:
+    """Each split present (train/val/test subfolders, or the folder itself), summarised and checked.
+
+    With `fit`, against the input height and width scale that `crnn train` would fit to the
+    first split (fitting.fit_input), as it does for a bundled architecture.
+    """
     data = Path(data)
     found = [(n, data / n) for n in ("train", "val", "test") if (data / n).is_dir()] if data.is_dir() else []
     if not found:
         found = [("all", data)]
     root = data if data.is_dir() else data.parent
+    datasets = [(name, path, discover(path, labels)) for name, path in found]
+    if fit:
+        config = fit_input(config, datasets[0][2], True, True, lambda *_: None)[0]
     splits = []
-    for name, path in found:
-        dataset = discover(path, labels)
+    for name, path, dataset in datasets:
         summary = _summarise(name, dataset, config, threads, root)
         summary.unlabelled = unused_images(path, dataset) if path.is_dir() else []
         splits.append(summary)
     all_chars = set().union(*(s.chars for s in splits))
-    return DataCheck(splits, Alphabet(sorted(all_chars)), config.name)
+    return DataCheck(splits, Alphabet(sorted(all_chars)), config.name, config.height, config.width_scale)

@@ -3,8 +3,8 @@ settings meant to fit the data (input height, time resolution; issue 15) would s
 
 Pure arithmetic on numbers training has anyway (no torch, no images): `crnn train` reports
 the result in one line and writes it under `data:` in the run's config.yaml.
-`fitted_height` is the one setting decided from them: the input height of a run whose
-architecture is a bundled one.
+`fitted_height` and `fitted_width_scale` are the settings decided from them: the input height
+and the stretch across of a run whose architecture is a bundled one.
 """
 
 from __future__ import annotations
@@ -92,12 +92,38 @@ def fitted_height(median_height: float | None, default: int, median_aspect: floa
     Above 1.5 times the default only short images go: a median width of at most LONG_ASPECT
     heights (captchas: 2.7). The compute per image grows with height squared times width over
     height, so a long line at 64 px costs 1.8 times what it costs at 48 and a budget fits half
-    the epochs: printed lines 56-96 px high (median width 7.8 heights) read 85.3% at 64 px and
-    92.1% at 48 px in 30 minutes (docs/accuracy.md, "Tall printed lines"). Without a known
-    aspect (no widths) the cap stays at twice the default.
+    the epochs: printed lines 56-96 px high (median width 7.8 heights) read 88.5% at 64 px and
+    94.3% at 48 px in 30 minutes (docs/accuracy.md, "The height cap for long images"). Without
+    a known aspect (no widths) the cap stays at twice the default.
     """
     if median_height is None or median_height <= default * 1.25:
         return default  # images of about the architecture's height are read at it, whatever its rounding
     short = median_aspect is None or median_aspect <= LONG_ASPECT
     cap = default * 2 if short else max(default, 16 * (default * 3 // 2 // 16))  # long: 1.5x, a multiple of 16
     return int(min(max(default, 16 * round(median_height / 16)), cap))
+
+
+FILL_COMFORT = 0.5  # a label's share of its image's CTC steps (90th percentile) above which the width is stretched
+WIDTH_SCALES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+
+
+def fitted_width_scale(fill_p90: float | None) -> float:
+    """How far to stretch images across so that nine labels in ten need at most half their steps.
+
+    `fill_p90` is the 90th percentile, over training images, of the CTC steps a label needs
+    (one per character, one more between repeated ones) over the steps its image gives at
+    width scale 1. A label that needs more steps than its image gives cannot be learnt, and
+    one near that limit leaves CTC little room to place its characters: densely set text
+    (condensed fonts, fax-mode scans, small text in loose crops) lost labels at the default W/4
+    steps in the issue's printed lines. Stretching multiplies the steps, and the compute, by
+    the scale. The kinds of data the bundled architectures read well sit far below the
+    threshold (the proxy suite's 90th percentiles: captchas 0.14, digits 0.18, plates 0.39,
+    printed lines at 48 px 0.33), so only dense text is stretched: by the smallest listed
+    scale that brings the percentile to FILL_COMFORT, at most 3. Measured in 20-minute runs
+    (docs/accuracy.md, "Densely set text"): condensed, loosely cropped lines (0.94 -> 2) read
+    63.2% of test lines instead of 40.8%; `crnn synth`'s prose at 32 px (0.59 -> 1.25) 60.4%
+    instead of 57.4%.
+    """
+    if fill_p90 is None or not fill_p90 > FILL_COMFORT:
+        return 1.0
+    return next((scale for scale in WIDTH_SCALES if fill_p90 / scale <= FILL_COMFORT), WIDTH_SCALES[-1])

@@ -53,7 +53,7 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
     """What a consumer needs to use the exported file on its own."""
     common = {
         "crnn.format": "crnn-export",
-        "crnn.version": EXPORT_VERSION,
+        "crnn.version": EXPORT_VERSION if loaded.preprocess.width_scale != 1.0 else "1",
         "crnn.head": loaded.config.head,
         "crnn.alphabet": loaded.alphabet.chars,
         "crnn.input": "images: float32 [batch, channels, height, width], pixel / 127.5 - 1",

@@ -61,6 +61,7 @@ class Head:
     reads_lengths: bool = False  # whether the output layer takes each image's own column count
     constrainable: bool = False  # whether --pattern / --lexicon can steer its decoding (a CTC search)
     has_length: bool = False  # whether it reads a fixed number of positions (--max-length)
+    aligns_columns: bool = False  # whether each character needs columns of its own (the width scale can give more)
 
     def output_length(self, config: ModelConfig, width: int) -> int:
         """Frames the model outputs for an image `width` px wide."""
@@ -113,6 +114,7 @@ class CTCHead(Head):
     special = "blank"
     special_description = "blank"
     constrainable = True
+    aligns_columns = True
 
     def output_length(self, config: ModelConfig, width: int) -> int:
         return config.time_steps(width)

@@ -49,7 +49,7 @@ class LoadedModel:
 
 def preprocess_for(config: ModelConfig) -> Preprocess:
     return Preprocess(height=config.height, channels=config.channels, max_width=config.max_width,
-                      min_width=config.min_width)
+                      min_width=config.min_width, width_scale=config.width_scale)
 
 
 def _umask() -> int:
@@ -280,8 +280,8 @@ def model_parts(path: Path, payload: dict) -> tuple[ModelConfig, Alphabet, Prepr
         alphabet = Alphabet(chars)
     except ValueError as exc:
         raise _damaged(path, "alphabet", exc) from None
-    if alphabet_fault(chars):
-        raise _damaged(path, "alphabet", alphabet_fault(chars))
+    if fault := alphabet_fault(chars):
+        raise _damaged(path, "alphabet", fault)
     try:
         preprocess = Preprocess.from_dict(payload["preprocess"])
     except Exception as exc:  # noqa: BLE001 - a missing key, or a value that is not a number

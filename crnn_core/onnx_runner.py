@@ -23,7 +23,9 @@ from .errors import CrnnError, ModelFileError
 from .modelfile import DEFAULT_BUNDLED_MODEL, LoadedModel
 
 
-EXPORT_VERSION = "1"  # the crnn.version of the metadata this crnn writes and reads (export.py)
+# The newest crnn.version this crnn reads. export.py writes the oldest that describes the file:
+# 2 only where preprocessing stretches images across (width_scale), which a reader of 1 would skip.
+EXPORT_VERSION = "2"
 
 
 class OnnxRunner:
@@ -73,7 +75,7 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Loade
     if meta.get("crnn.format") != "crnn-export":
         raise ModelFileError(f"{path}: an ONNX file without crnn metadata (make it with `crnn export --format onnx`)")
     version = meta.get("crnn.version", "1")
-    if version != EXPORT_VERSION:
+    if version not in ("1", EXPORT_VERSION):
         newer = re.fullmatch(r"[0-9]{1,6}", version) is not None and int(version) > int(EXPORT_VERSION)
         raise ModelFileError(f"{path}: made by a newer crnn (export version {version}; this one reads "
                              f"{EXPORT_VERSION}): upgrade crnn" if newer else
@@ -81,8 +83,8 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Loade
     try:
         config = ModelConfig.from_dict(json.loads(meta["crnn.config"]), source=str(path))
         alphabet = Alphabet(meta["crnn.alphabet"])
-        if alphabet_fault(alphabet.chars):
-            raise ValueError(alphabet_fault(alphabet.chars))
+        if fault := alphabet_fault(alphabet.chars):
+            raise ValueError(fault)
         preprocess = Preprocess.from_dict(json.loads(meta["crnn.preprocess"]))
         calibration = json.loads(meta["crnn.calibration"]) if "crnn.calibration" in meta else None
         Calibration.from_dict(calibration)  # checked here, where the file is named

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from .alphabet import Alphabet
-from .config import ModelConfig, TrainConfig, height_from_architecture, resolve_run_config, with_height
-from .data import Dataset, Preprocess, Problem, header_sizes, read_all, split_dataset
-from .datastats import DataStats, data_stats, fitted_height
+from .config import ModelConfig, TrainConfig, input_from_architecture, resolve_run_config
+from .data import Dataset, Preprocess, Problem, read_all, split_dataset
+from .datastats import DataStats, data_stats
 from .errors import CrnnError, DatasetError, UsageError, quoted
 from .finetune import Surgery, init_from, plan_alphabet
+from .fitting import fit_input
 from .heads import head_for
 from .modelfile import (CHECKPOINT_FORMAT, LoadedModel, load_model, model_parts, preprocess_for, read_payload,
                         remove_stale_temp_files)
@@ -48,6 +49,7 @@ class RunPlan:
     init_model: LoadedModel | None = None
     init_name: str | None = None  # --init as the user gave it (a file, run folder or bundled name)
     fit_height: bool = False  # the input height is a bundled architecture's default: the data may decide it
+    fit_width: bool = False  # so is the width scale (the stretch across)
 
 
 def plan_run(data: Any, out_dir: Any, model: ModelConfig | str | None, train: TrainConfig | None, val: Any,
@@ -83,7 +85,8 @@ def plan_run(data: Any, out_dir: Any, model: ModelConfig | str | None, train: Tr
     return RunPlan(run_dir, data, val, labels, model_config, train_config,
                    preprocess=init_model.preprocess if init_model else None, init_model=init_model,
                    init_name=str(init) if init is not None else None,
-                   fit_height=init is None and height_from_architecture(model, config_file, model_flags))
+                   fit_height=init is None and input_from_architecture(model, config_file, model_flags),
+                   fit_width=init is None and input_from_architecture(model, config_file, model_flags, "width_scale"))
 
 
 def _check_run_dir(run_dir: Path, force: bool) -> None:
@@ -140,7 +143,7 @@ class RunData:
     model_config: ModelConfig  # with what the data decides filled in (the softmax head's L)
     skipped: list[Problem]
     stats: DataStats  # the training images as read (datastats.py), before unlearnable labels are dropped
-    fitted: dict[str, Any] | None = None  # the input height the data decided (fit_input_height), if it could
+    fitted: dict[str, Any] | None = None  # the input height and width scale the data decided (fit_input), if it could
 
     def record(self) -> dict[str, Any]:
         """What config.yaml keeps under `data:`."""
@@ -150,8 +153,8 @@ class RunData:
 def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
     """Both splits decoded, the alphabet planned, unlearnable labels dropped with a reason."""
     train_set, val_set = split_dataset(plan.data, plan.val, plan.labels, plan.train_config.val_fraction)
-    config, fitted = fit_input_height(plan.model_config, train_set, emit) if plan.fit_height \
-        else (plan.model_config, None)
+    config, fitted = fit_input(plan.model_config, train_set, plan.fit_height, plan.fit_width, emit) \
+        if plan.fit_height or plan.fit_width else (plan.model_config, None)
     preprocess = plan.preprocess or preprocess_for(config)
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = max(1, min(4, (os.cpu_count() or 1) // local_processes))
@@ -172,20 +175,6 @@ def prepare_data(plan: RunPlan, init_alphabet: str, emit: Callback) -> RunData:
         raise DatasetError(f"{plan.val or plan.data}: no usable validation samples")
     emit("data", stats.to_dict())
     return RunData(train_data, val_data, alphabet, model_config, skipped, stats, fitted)
-
-
-def fit_input_height(config: ModelConfig, train_set: Dataset, emit: Callback) -> tuple[ModelConfig, dict[str, Any]]:
-    """The architecture at the height its training images' own sizes ask for (datastats.fitted_height),
-    and that decision as config.yaml records it."""
-    sizes = np.asarray(header_sizes([s.path for s in train_set.samples]), dtype=np.float64).reshape(-1, 2)
-    median = float(np.median(sizes[:, 1])) if len(sizes) else None
-    aspect = float(np.median(sizes[:, 0] / np.maximum(sizes[:, 1], 1.0))) if len(sizes) else None
-    height = fitted_height(median, config.height, aspect)
-    fitted = {"height": height, "architecture_height": config.height, "median_height": median,
-              "median_aspect": None if aspect is None else round(aspect, 3), "looked_at": len(sizes),
-              "long_images_cap": height < fitted_height(median, config.height)}  # what the width took off
-    emit("fitted", fitted)
-    return (with_height(config, height) if height != config.height else config), fitted
 
 
 def training_stats(train: Prepared, preprocess: Preprocess, config: ModelConfig) -> DataStats:

@@ -224,10 +224,11 @@ def min_width_for(text: str, height: int, model: str) -> int:
     config = _fit_config(model)
     ids = [ord(c) for c in text]  # only repeats matter, so code points serve as ids
     needed = config.width_for_length(ctc_needed_steps(ids))
-    return math.ceil((needed + 2) * height / config.height)  # + 2: resizing rounds, keep a little slack
+    # + 2: resizing rounds, keep a little slack; a model that stretches images across needs fewer crop pixels
+    return math.ceil((needed + 2) * height / config.height / config.width_scale)
 
 
 def max_width_for(height: int, model: str) -> int:
     """The crop width, `height` px high, at which `model` starts squeezing (its max_width at its height)."""
     config = _fit_config(model)
-    return math.floor(config.max_width * height / config.height)
+    return math.floor(config.max_width * height / config.height / config.width_scale)

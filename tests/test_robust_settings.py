@@ -308,7 +308,7 @@ ODD_VALUES = ["0", "-1", "1", "2", "8", "33", "1025", "1000000000", "-1000000000
               "abc", "1e-3", "3.5", "0x10", " 3", "1e400", "all", "cuda", "tpu", "cuda:7", "cpu"]
 TRAIN_OPTIONS = ["--epochs", "--max-minutes", "--batch-size", "--lr", "--height", "--max-length", "--device",
                  "--seed", "--freeze-backbone", "--patience", "--threads", "--augment", "--precision", "--head", "--ema",
-                 "--weight-decay"]
+                 "--weight-decay", "--width-scale"]
 YAML_VALUES = [-5, 0, 1, 2, 2.5, 1e12, "3", "fast", "", True, False, None, [], {}, [1, 2], math.nan, math.inf,
                -math.inf, "1e-3", "all", "heavy", "bf16"]
 
@@ -342,7 +342,7 @@ def test_any_train_option_value_gets_a_clean_answer(tiny_data, tmp_path_factory,
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(train_values=st.dictionaries(st.sampled_from(sorted(TrainConfig().to_dict())), st.sampled_from(YAML_VALUES),
                                     max_size=3),
-       model_change=st.one_of(st.none(), st.tuples(st.sampled_from(["height", "max_width", "hidden", "layers",
+       model_change=st.one_of(st.none(), st.tuples(st.sampled_from(["height", "max_width", "width_scale", "hidden", "layers",
                                                                     "conv", "pool", "bn", "head"]),
                                                    st.sampled_from(YAML_VALUES))))
 def test_any_config_file_value_gets_a_clean_answer(tiny_data, tmp_path_factory, capfd, train_values, model_change):
@@ -353,7 +353,7 @@ def test_any_config_file_value_gets_a_clean_answer(tiny_data, tmp_path_factory, 
     if model_change is not None:
         model = load_model_config("crnn-tiny").to_dict()
         key, value = model_change
-        if key in ("height", "max_width"):
+        if key in ("height", "max_width", "width_scale"):
             model["input"][key] = value
         elif key in ("hidden", "layers"):
             model["rnn"][key] = value
