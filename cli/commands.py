@@ -94,7 +94,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, above 0 and at most 10 (default: 0.002)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW's decoupled weight decay, at least 0 and at most 1 (default: 0.05; 1e-4 with --init)."),
     height: Optional[int] = typer.Option(None, "--height", min=8, help="Input height in px; the widest input scales alike (default: a bundled architecture's 32, or, when the training images are taller than 40 px, their median height rounded to 16, up to 64, or 48 for images more than 4 times as wide as high)."),
-    width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Stretch images across by this factor, 0.25 to 8, after resizing to the input height: more CTC steps per character (default: 1, or, when nine labels in ten would need more than half their images' steps, the smallest of 1.25, 1.5, 2, 2.5, 3 that brings them to half)."),
+    width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Stretch images across by this factor, 0.25 to 8, after resizing to the input height: more CTC steps per character (default: 1, or, when more than one label in ten would need more than half its image's steps, the smallest of 1.25, 1.5, 2, 2.5, 3 that brings nine in ten to half or less)."),
     head: Optional[Head] = typer.Option(None, "--head", help="ctc (any length) or softmax (at most L characters), overriding the architecture's."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Softmax head: positions L (default: the architecture's, else the longest label)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
