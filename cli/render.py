@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from crnn_core.config import UNTIL_BUDGET
 from crnn_core.heads import head_for
@@ -22,9 +23,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+# Control characters a file name can hold (a line break, ESC starting a terminal sequence, BEL)
+# shown as escapes: a message stays one line and cannot recolour or retitle the terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
 def one_line(message: str) -> str:
-    """A message that stays one line even when a path in it holds a line break."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
+    """A message that stays one line and inert on a terminal, whatever the paths in it hold."""
+    return printable(message).translate(_CONTROLS)
 
 
 def error(message: str) -> None:
@@ -33,7 +40,24 @@ def error(message: str) -> None:
 
 
 def note(message: str) -> None:
-    err.print(message, markup=False)
+    err.print(one_line(message), markup=False)
+
+
+def plain(value: object) -> Text:
+    """A table cell or title shown as it is: Rich would read a label `[b]` as a style and fail on
+    a path holding `[/]`; control characters escaped as in `one_line`."""
+    return Text(one_line(str(value)))
+
+
+class _Table(Table):
+    """A Rich table whose string cells and title are `plain`; a cell meant to be styled or to
+    span lines is passed as a `Text`."""
+
+    def __init__(self, *columns: str, title: str | None = None, **options: Any) -> None:
+        super().__init__(*columns, title=None if title is None else plain(title), **options)
+
+    def add_row(self, *cells: Any, **options: Any) -> None:
+        super().add_row(*(plain(c) if isinstance(c, str) else c for c in cells), **options)
 
 
 def _say_aborted() -> None:
@@ -133,10 +157,10 @@ class TrainDisplay:
     def _skipped(self, info: dict[str, Any]) -> None:
         problems = info["problems"]
         reasons = Counter(p.reason for p in problems)
-        err.print(f"[yellow]skipped {len(problems)} sample(s):[/] " + "; ".join(
-            f"{n} × {reason}" for reason, n in reasons.most_common(5)), markup=True)
+        err.print(Text.assemble((f"skipped {len(problems)} sample(s): ", "yellow"), one_line("; ".join(
+            f"{n} × {reason}" for reason, n in reasons.most_common(5)))))
         for p in problems[:5]:
-            err.print(f"  {p}", markup=False)
+            err.print(f"  {one_line(str(p))}", markup=False)
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
@@ -195,7 +219,7 @@ class TrainDisplay:
                   f"{info['elapsed_seconds']:.0f} s{mark}", highlight=False)
 
     def _warning(self, info: dict[str, Any]) -> None:
-        err.print(f"warning: {info['message']}", markup=False)
+        err.print(f"warning: {one_line(info['message'])}", markup=False)
 
     def _threads(self, info: dict[str, Any]) -> None:
         busy = "other programs are busy" if info["threads"] < info["most"] else "the cores are free again"
@@ -211,7 +235,7 @@ class TrainDisplay:
 
 
 def train_summary(result) -> None:
-    table = Table(title="training summary", show_header=False, title_justify="left")
+    table = _Table(title="training summary", show_header=False, title_justify="left")
     best = result.best
     table.add_row("run folder", str(result.run_dir))
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run}")
@@ -253,7 +277,7 @@ class PredictDisplay:
 def eval_summary(report, show: int, to_stderr: bool) -> None:
     console = err if to_stderr else out
     s = report.scores
-    table = Table(title=f"{report.model} on {report.data}", show_header=False, title_justify="left")
+    table = _Table(title=f"{report.model} on {report.data}", show_header=False, title_justify="left")
     table.add_row("samples", str(s.samples))
     table.add_row("sequence accuracy", f"{_pct(s.accuracy)}  ({s.correct}/{s.samples})")
     table.add_row("CER", f"{s.cer:.4f}  ({s.char_errors}/{s.chars} chars)")
@@ -267,7 +291,7 @@ def eval_summary(report, show: int, to_stderr: bool) -> None:
     console.print(table)
     worst = report.worst(show)
     if worst:
-        errors = Table(title=f"worst {len(worst)} errors", title_justify="left")
+        errors = _Table(title=f"worst {len(worst)} errors", title_justify="left")
         for column in ("image", "expected", "predicted", "confidence"):
             errors.add_column(column)
         for r in worst:
@@ -282,15 +306,15 @@ def gate_summary(outcome, to_stderr: bool) -> None:
     console = err if to_stderr else out
     if outcome.baseline is not None:
         deltas = "  ".join(f"{k} {v:+.4f}" for k, v in outcome.deltas.items())
-        console.print(f"against baseline {outcome.baseline.path}: {deltas}", markup=False)
-    table = Table(title="gates", title_justify="left")
+        console.print(f"against baseline {one_line(str(outcome.baseline.path))}: {deltas}", markup=False)
+    table = _Table(title="gates", title_justify="left")
     for column in ("gate", "measured", "limit", "result"):
         table.add_column(column)
     for g in outcome.gates:
-        table.add_row(g.name, f"{g.measured:.6g}", f"{g.limit:.6g}", "pass" if g.passed else "[red]FAIL[/]")
+        table.add_row(g.name, f"{g.measured:.6g}", f"{g.limit:.6g}", "pass" if g.passed else Text("FAIL", style="red"))
     console.print(table)
     for warning in outcome.warnings:
-        err.print(f"warning: {warning}", markup=False)
+        err.print(f"warning: {one_line(warning)}", markup=False)
 
 
 def gate_failures(outcome) -> None:
@@ -309,7 +333,7 @@ def export_summary(report) -> None:
 
 
 def model_info(summary: dict[str, Any], config) -> None:
-    table = Table(title=f"{summary['name']} — {summary['path']}", show_header=False, title_justify="left")
+    table = _Table(title=f"{summary['name']} — {summary['path']}", show_header=False, title_justify="left")
     size = summary["bytes"]
     table.add_row("file size", f"{size / 1e6:.2f} MB" if size else "-")
     head = head_for(config)
@@ -352,7 +376,7 @@ def model_info(summary: dict[str, Any], config) -> None:
     raw = (train or {}).get("calibration")
     calibration = Calibration.from_dict(raw)  # checked when the model was loaded
     if calibration is not None:
-        table.add_row("calibration", f"on {calibration.samples} lines; " + _calibration_rows(calibration))
+        table.add_row("calibration", Text(f"on {calibration.samples} lines; " + _calibration_rows(calibration)))
     elif raw:
         table.add_row("calibration", "a map this crnn cannot read (a newer method or score); not used")
     else:
@@ -381,7 +405,7 @@ def calibration_summary(result) -> None:
 
 def data_check(result, show: int) -> None:
     stretch = f", stretched across {result.width_scale:g}x" if result.width_scale != 1 else ""
-    table = Table(title=f"dataset check (rules of {result.model} at {result.height} px{stretch})", title_justify="left")
+    table = _Table(title=f"dataset check (rules of {result.model} at {result.height} px{stretch})", title_justify="left")
     for column in ("split", "samples", "readable", "label chars", "width px", "problems"):
         table.add_column(column)
     for s in result.splits:
@@ -389,7 +413,7 @@ def data_check(result, show: int) -> None:
                       f"{s.widths[0]}..{s.widths[1]}", str(len(s.problems)))
     out.print(table)
     for s in result.splits:
-        out.print(f"{s.name}: {s.source}", markup=False)
+        out.print(f"{s.name}: {one_line(str(s.source))}", markup=False)
     out.print(f"alphabet ({len(result.alphabet)}): {result.alphabet.chars!r}", markup=False)
     unseen = result.unseen_in_train()
     if unseen:
@@ -397,10 +421,10 @@ def data_check(result, show: int) -> None:
     for s in result.splits:
         if s.unlabelled:
             out.print(f"{s.name}: {len(s.unlabelled)} image(s) in the folder are not used: no label names them, "
-                      f"or their label is reported below (first: {printable(s.unlabelled[0])})", markup=False)
+                      f"or their label is reported below (first: {one_line(s.unlabelled[0])})", markup=False)
     problems = result.problems
     for p in problems[:show]:
-        out.print(f"  {p}", markup=False)
+        out.print(f"  {one_line(str(p))}", markup=False)
     if len(problems) > show:
         out.print(f"  ... and {len(problems) - show} more", markup=False)
     if not problems:

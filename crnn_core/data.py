@@ -62,7 +62,17 @@ def is_image(path: Path) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+    """The image-named entries under `folder`, sorted: files, and also broken links and pipes
+    named like images, so that reading them reports each in its place instead of passing over
+    it unseen (a pipe is never opened: `Preprocess.read` refuses it by its type)."""
+    return sorted(p for p in folder.rglob("*") if is_image(p) and not _is_folder(p))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def read_list_file(list_file: Path) -> Dataset:
@@ -345,7 +355,8 @@ class Preprocess:
         except ImageError:
             raise
         except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
+            what = "a broken link (its target is gone)" if os.path.islink(path) else "no such file"
+            raise ImageError(f"{path}: {what}") from None
         except IsADirectoryError:
             raise ImageError(f"{path}: is a folder, not an image") from None
         except PermissionError:

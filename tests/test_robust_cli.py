@@ -139,3 +139,20 @@ def test_summary_of_a_run_stopped_before_its_first_validation(capsys):
     err = capsys.readouterr().err
     assert "no epoch finished yet" in err
     assert "-100.00%" not in err and "inf" not in err  # what it showed before
+
+
+def test_tables_show_brackets_in_labels_and_paths_as_they_are(capsys):
+    """Rich reads `[b]` as a style and fails on `[/]`: a label or a file name must do neither."""
+    from types import SimpleNamespace
+
+    from crnn_core.cli import render
+
+    scores = SimpleNamespace(samples=2, accuracy=0.0, correct=0, cer=0.5, char_errors=3, chars=6, wer=1.0,
+                             word_errors=2, words=2)
+    rows = [SimpleNamespace(path="data/[/]x.png", expected="see [b] here", predicted="[/]", confidence=0.5)]
+    report = SimpleNamespace(scores=scores, model="m[/].pt", data="data/[red]", lines_per_second=10.0, seconds=0.2,
+                             problems=[], constraint=None, worst=lambda show: rows)
+    render.eval_summary(report, show=5, to_stderr=False)
+    shown = capsys.readouterr().out
+    for text in ("m[/].pt on data/[red]", "data/[/]x.png", "see [b] here", "[/]"):
+        assert text in shown

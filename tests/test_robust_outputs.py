@@ -268,6 +268,32 @@ def test_an_error_about_a_path_with_a_newline_is_one_line(tmp_path):
         f"crnn: error: {tmp_path}/x\\ny.png: no such file"]
 
 
+def test_control_characters_in_a_path_reach_the_terminal_escaped(tmp_path):
+    """ESC could recolour or retitle the terminal, BEL ring it: both are shown as escapes."""
+    result = crnn("predict", tmp_path / "a\x1b]0;owned\x07b.png")
+    assert result.returncode == 1
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert f"crnn: error: {tmp_path}/a\\x1b]0;owned\\x07b.png: no such file" in result.stderr.splitlines()
+
+
+def test_a_pipe_and_a_broken_link_in_a_folder_are_reported_in_their_place(tmp_path):
+    """Named like images, they are not passed over unseen; the pipe is never opened (it would not end)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    render_text("12").save(folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    (folder / "c.png").symlink_to(tmp_path / "gone.png")
+    render_text("34").save(folder / "d.png")
+    result = crnn("predict", folder, "-f", "jsonl", "--model", "codes-fast")
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in records] == ["a.png", "b.png", "c.png", "d.png"]
+    assert records[1]["error"] == f"{folder}/b.png: a device, pipe or socket, not an image file"
+    assert records[2]["error"] == f"{folder}/c.png: a broken link (its target is gone)"
+    assert "text" in records[0] and "text" in records[3]
+    assert "2 input(s) could not be read" in result.stderr
+
+
 # --- closed pipes ------------------------------------------------------------------------
 
 def _closed_reader(args: list[str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
