@@ -149,12 +149,16 @@ def main() -> None:
     # it cannot use in one line of its own, so those warnings would only be noise.
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     try:
-        app(prog_name="crnn")
+        code = app(prog_name="crnn", standalone_mode=False)
     except SystemExit:
         raise
     except KeyboardInterrupt:
         sys.stderr.write("crnn: interrupted\n")
         sys.exit(130)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except typer.TyperException as exc:  # Click's usage errors: a bad flag or value
+        _fail_usage(exc)
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
         from crnn_core.errors import CrnnError
 
@@ -167,6 +171,17 @@ def main() -> None:
                 _drop_stdout()  # what is still buffered would fail (and print) again at exit
             _fail(f"{exc.filename}: {exc.strerror}", 1)
         _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", 1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
+
+
+def _fail_usage(exc) -> None:
+    """A usage error in one line, as every other failure, and where to look (Click's own is a
+    usage line, a hint and a framed message); `crnn` alone has printed its help already."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        sys.exit(2)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    _fail(exc.format_message() + hint, getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -203,8 +203,10 @@ def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> ExportReport
     proto.doc_string = f"crnn model {loaded.config.name}; see metadata_props crnn.*"
     tmp = temp_path_beside(out)
     try:
-        tmp.write_bytes(proto.SerializeToString())
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        serialized = proto.SerializeToString()
+        tmp.write_bytes(serialized)
+        # checked from the bytes written: ONNX Runtime refuses a file name that is not UTF-8
+        session = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
         report = _parity(loaded, lambda x: session.run(None, {"images": x.numpy()})[0], "onnx", tmp)
         os.replace(tmp, out)
     finally:

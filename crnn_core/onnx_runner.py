@@ -60,7 +60,11 @@ def open_session(path: Path, threads: int | None = None):
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings would land in our stderr
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = Path(path).read_bytes()  # bytes, not the name: ONNX Runtime refuses a name that is not UTF-8
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types; one line for all
         raise ModelFileError(f"{path}: not a readable ONNX file: {str(exc).splitlines()[0]}") from None
 

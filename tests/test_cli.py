@@ -197,6 +197,13 @@ def test_user_errors_are_one_line_with_exit_codes(tmp_path):
     assert no_data.returncode == 1 and "nothing-here" in no_data.stderr and "Traceback" not in no_data.stderr
     usage = crnn("predict", "--format", "xml", "a.png")
     assert usage.returncode == 2
+    assert usage.stderr.startswith("crnn: error: Invalid value for '--format'") and usage.stderr.count("\n") == 1
+    assert "'xml' is not one of 'text', 'tsv', 'jsonl'" in usage.stderr and "(see 'crnn predict --help')" in usage.stderr
+    for args, words in ((["trian"], "No such command 'trian'"), (["eval", "--bogus"], "No such option: --bogus")):
+        result = crnn(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    bare = crnn()
+    assert bare.returncode == 2 and "Usage: crnn" in bare.stdout and bare.stderr == ""
     debug = crnn("--debug", "info", tmp_path / "nope.pt")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

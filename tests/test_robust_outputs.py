@@ -422,3 +422,18 @@ def test_dumps_escapes_file_names_that_are_not_utf8():
     text.encode("utf-8")  # writable as UTF-8, so the output stays valid JSON
     assert strict_json(text) == {"path": name, "text": "é"}
     assert dumps({"text": "é"}) == '{"text": "é"}'  # other text is left as it is
+
+
+def test_export_and_predict_with_a_model_name_that_is_not_utf8(tmp_path, images):
+    """ONNX Runtime refuses such a name ("unexpected TypeError" before): it is given the bytes."""
+    from crnn_core.config import bundled_dir
+
+    model = Path(os.fsdecode(os.fsencode(tmp_path) + b"/m\xff.pt"))
+    shutil.copy(bundled_dir() / "codes-fast.pt", model)
+    onnx = model.with_suffix(".onnx")
+    exported = crnn("export", model, "--format", "onnx", "--out", onnx, errors="surrogateescape")  # prints the name
+    assert exported.returncode == 0 and onnx.is_file(), exported.stderr
+    readings = [crnn("predict", "--model", m, "--format", "tsv", *images) for m in (model, onnx)]
+    assert all(r.returncode == 0 for r in readings), readings[1].stderr
+    torch_rows, onnx_rows = ([row.split("\t")[1] for row in r.stdout.splitlines()] for r in readings)
+    assert onnx_rows == torch_rows and len(onnx_rows) == 2
