@@ -6,6 +6,7 @@ and the fine-tuning table (issue: `crnn predict scan.png` reads printed text out
         fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans wamerican wfrench \
         wngerman wspanish witalian wportuguese
     python bench/latin_print.py fonts --out bench-out/latin            # train-fonts.txt, heldout-fonts.txt
+    python bench/latin_print.py fonts --out bench-out/latin5 --per-family 6   # session 5's lists (models/README.md)
     python bench/latin_print.py heldout --out bench-out/latin/heldout  # three 1,000-line test sets
     python bench/latin_print.py compare --sets bench-out/latin/heldout/* --json bench-out/latin/compare.json
     python bench/latin_print.py finetune-data --out bench-out/latin/finetune
