@@ -29,9 +29,10 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
     0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 
 
-def one_line(message: str) -> str:
-    """A message that stays one line and inert on a terminal, whatever the paths in it hold."""
-    return printable(message).translate(_CONTROLS)
+def one_line(message: object) -> str:
+    """A message (or a path, a problem) that stays one line and inert on a terminal, whatever the
+    paths in it hold."""
+    return printable(str(message)).translate(_CONTROLS)
 
 
 def error(message: str) -> None:
@@ -46,7 +47,7 @@ def note(message: str) -> None:
 def plain(value: object) -> Text:
     """A table cell or title shown as it is: Rich would read a label `[b]` as a style and fail on
     a path holding `[/]`; control characters escaped as in `one_line`."""
-    return Text(one_line(str(value)))
+    return Text(one_line(value))
 
 
 class _Table(Table):
@@ -160,7 +161,7 @@ class TrainDisplay:
         err.print(Text.assemble((f"skipped {len(problems)} sample(s): ", "yellow"), one_line("; ".join(
             f"{n} × {reason}" for reason, n in reasons.most_common(5)))))
         for p in problems[:5]:
-            err.print(f"  {one_line(str(p))}", markup=False)
+            err.print(f"  {one_line(p)}", markup=False)
         if len(problems) > 5:
             err.print(f"  ... and {len(problems) - 5} more (crnn data check lists them all)", markup=False)
 
@@ -306,7 +307,7 @@ def gate_summary(outcome, to_stderr: bool) -> None:
     console = err if to_stderr else out
     if outcome.baseline is not None:
         deltas = "  ".join(f"{k} {v:+.4f}" for k, v in outcome.deltas.items())
-        console.print(f"against baseline {one_line(str(outcome.baseline.path))}: {deltas}", markup=False)
+        console.print(f"against baseline {one_line(outcome.baseline.path)}: {deltas}", markup=False)
     table = _Table(title="gates", title_justify="left")
     for column in ("gate", "measured", "limit", "result"):
         table.add_column(column)
@@ -413,7 +414,7 @@ def data_check(result, show: int) -> None:
                       f"{s.widths[0]}..{s.widths[1]}", str(len(s.problems)))
     out.print(table)
     for s in result.splits:
-        out.print(f"{s.name}: {one_line(str(s.source))}", markup=False)
+        out.print(f"{s.name}: {one_line(s.source)}", markup=False)
     out.print(f"alphabet ({len(result.alphabet)}): {result.alphabet.chars!r}", markup=False)
     unseen = result.unseen_in_train()
     if unseen:
@@ -424,7 +425,7 @@ def data_check(result, show: int) -> None:
                       f"or their label is reported below (first: {one_line(s.unlabelled[0])})", markup=False)
     problems = result.problems
     for p in problems[:show]:
-        out.print(f"  {one_line(str(p))}", markup=False)
+        out.print(f"  {one_line(p)}", markup=False)
     if len(problems) > show:
         out.print(f"  ... and {len(problems) - show} more", markup=False)
     if not problems:

@@ -65,14 +65,7 @@ def list_images(folder: Path) -> list[Path]:
     """The image-named entries under `folder`, sorted: files, and also broken links and pipes
     named like images, so that reading them reports each in its place instead of passing over
     it unseen (a pipe is never opened: `Preprocess.read` refuses it by its type)."""
-    return sorted(p for p in folder.rglob("*") if is_image(p) and not _is_folder(p))
-
-
-def _is_folder(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
+    return sorted(p for p in folder.rglob("*") if is_image(p) and not _path_is(Path.is_dir, p))
 
 
 def read_list_file(list_file: Path) -> Dataset:
@@ -142,18 +135,20 @@ def _parse_list_line(raw_line: bytes, base: Path, where: str) -> tuple[str, Path
     if fault is not None:
         return Problem(where, fault)
     path = base / rel
-    if not _is_file(path):
+    if not _path_is(Path.is_file, path):
         hint = ""
-        if rel.strip() != rel and _is_file(base / rel.strip()):
+        if rel.strip() != rel and _path_is(Path.is_file, base / rel.strip()):
             hint = f" ({quoted(rel.strip())} exists: paths are read as written, spaces included)"
         return Problem(where, f"image {quoted(rel)} not found{hint}")
     return rel, path, label
 
 
-def _is_file(path: Path) -> bool:
+def _path_is(test: Callable[[Path], bool], path: Path) -> bool:
+    """`Path.is_file`/`is_dir` answering False, not raising, for a name too long for the file
+    system or holding a NUL byte."""
     try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return test(path)
+    except (OSError, ValueError):
         return False
 
 
