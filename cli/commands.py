@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from crnn_core.choices import ALPHABET_MODES, AUGMENT_LEVELS, DEFAULT_ARCHITECTURE, PRECISIONS
+from crnn_core.choices import ALPHABET_MODES, AUGMENT_LEVELS, AUGMENT_RENAMED, DEFAULT_ARCHITECTURE, DEFAULT_AUGMENT, PRECISIONS
 from crnn_core.heads import HEADS
 from crnn_core.synth_settings import KNOB_HELP, RenderSettings, default_text
 
@@ -56,7 +56,7 @@ def _choices(name: str, values) -> type[Enum]:
 Head = _choices("Head", HEADS)
 Precision = _choices("Precision", PRECISIONS)
 AlphabetMode = _choices("AlphabetMode", ALPHABET_MODES)
-Augment = _choices("Augment", AUGMENT_LEVELS)
+Augment = _choices("Augment", AUGMENT_LEVELS + tuple(AUGMENT_RENAMED))  # the config check reads old names as new
 
 
 def _path(value) -> Path:
@@ -105,7 +105,7 @@ def train(
     freeze_backbone: Optional[str] = typer.Option(None, "--freeze-backbone", metavar="EPOCHS|all", help="Train only the recurrent layers and head for the first EPOCHS epochs, or 'all' of them."),
     config: Optional[Path] = typer.Option(None, "--config", parser=_path, help="YAML with 'model:' and/or 'train:' sections (a run's config.yaml works)."),
     labels: LabelMode = typer.Option(LabelMode.auto, "--labels", help=LABELS_HELP),
-    augment: Optional[Augment] = typer.Option(None, "--augment", help="Training augmentation strength (default: default)."),
+    augment: Optional[Augment] = typer.Option(None, "--augment", help=f"Training augmentation strength (default: {DEFAULT_AUGMENT}; 'default' is the old name of medium)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Stop after this many epochs without a better validation CER (default: 8; with --max-minutes, none: the budget ends the run)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
     ema: Optional[float] = typer.Option(None, "--ema", help="Validate and keep an exponential moving average of the weights with this decay, at least 0 and below 1, warmed up over the first steps (default: 0.999; 0 turns it off)."),

@@ -19,12 +19,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .choices import AUGMENT_LEVELS as LEVELS
+from .choices import DEFAULT_AUGMENT
 
 _STRENGTH = dict(zip(LEVELS, (0.0, 0.5, 1.0, 1.5)))  # scales every perturbation's range
 _BLUR_RADIUS = 3  # kernel taps each side; enough for the largest sigma drawn (1.0)
 
 
-def augment_batch(arrays: Sequence[np.ndarray], rng: np.random.Generator, level: str = "default",
+def augment_batch(arrays: Sequence[np.ndarray], rng: np.random.Generator, level: str = DEFAULT_AUGMENT,
                   max_width: int | None = None, width_multiple: int = 1, elastic: float = 0.0):
     """Augment uint8 images of one height into a normalised float batch B x C x H x W.
 
@@ -44,7 +45,7 @@ def augment_batch(arrays: Sequence[np.ndarray], rng: np.random.Generator, level:
     return apply_params(arrays, params, width_multiple)
 
 
-def draw_params(widths: Sequence[int], height: int, rng: np.random.Generator, level: str = "default",
+def draw_params(widths: Sequence[int], height: int, rng: np.random.Generator, level: str = DEFAULT_AUGMENT,
                 max_width: int | None = None, elastic: float = 0.0) -> dict[str, np.ndarray]:
     """The random choices for a batch of images of these widths, one array entry per image.
 

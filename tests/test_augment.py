@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from crnn_core.augment import LEVELS, apply_params, augment_batch, draw_params, identity_params, perspective
-from crnn_core.config import ConfigError, TrainConfig
+from crnn_core.config import ConfigError, TrainConfig, check_train_values
 from crnn_core.data import to_tensor_batch
 
 
@@ -74,9 +74,9 @@ def test_stretch_and_shift_move_content_where_expected():
 
 def test_the_same_random_stream_gives_the_same_batch():
     arrays = [_text_like(np.random.default_rng(2), w) for w in (60, 80)]
-    first = augment_batch(arrays, np.random.default_rng(7), "default", 200, 16)
-    again = augment_batch(arrays, np.random.default_rng(7), "default", 200, 16)
-    other = augment_batch(arrays, np.random.default_rng(8), "default", 200, 16)
+    first = augment_batch(arrays, np.random.default_rng(7), "medium", 200, 16)
+    again = augment_batch(arrays, np.random.default_rng(7), "medium", 200, 16)
+    other = augment_batch(arrays, np.random.default_rng(8), "medium", 200, 16)
     assert torch.equal(first[0], again[0]) and first[1] == again[1]
     assert not (first[0].shape == other[0].shape and torch.equal(first[0], other[0]))
 
@@ -96,13 +96,21 @@ def test_heavy_differs_from_default_with_the_same_random_stream():
     image[8:24, 20:80] = 20
     differs = 0
     for s in range(10):
-        a, _ = augment_batch([image], np.random.default_rng(s), "default")
+        a, _ = augment_batch([image], np.random.default_rng(s), "medium")
         b, _ = augment_batch([image], np.random.default_rng(s), "heavy")
         differs += not (a.shape == b.shape and torch.equal(a, b))
     assert differs == 10
     assert TrainConfig.from_dict({"augment": "heavy"}).augment == "heavy"
-    with pytest.raises(ConfigError, match="none, light, default or heavy"):
+    with pytest.raises(ConfigError, match="none, light, medium or heavy"):
         TrainConfig.from_dict({"augment": "extreme"})
+
+
+def test_light_is_the_default_and_the_old_name_default_reads_as_medium():
+    # config files and checkpoints written before the rename say augment: default
+    assert TrainConfig().augment == "light"
+    assert TrainConfig.from_dict({"augment": "default"}).augment == "medium"
+    assert TrainConfig.from_dict({"augment": "medium"}).augment == "medium"
+    assert check_train_values({"augment": "default"}, "flags", flags=True) == {"augment": "medium"}
 
 
 def test_perspective_without_offsets_is_the_identity_and_small_offsets_stay_close():
@@ -120,8 +128,8 @@ def test_perspective_without_offsets_is_the_identity_and_small_offsets_stay_clos
 def test_elastic_warps_keep_the_rest_of_the_random_stream():
     # Without the warp the draws are what they always were (resumed runs and old results hold);
     # with it, every other choice is the same and the warp's own draws come after them.
-    plain = draw_params([80, 120], 32, np.random.default_rng(5), "default")
-    warped = draw_params([80, 120], 32, np.random.default_rng(5), "default", elastic=0.05)
+    plain = draw_params([80, 120], 32, np.random.default_rng(5), "medium")
+    warped = draw_params([80, 120], 32, np.random.default_rng(5), "medium", elastic=0.05)
     assert "elastic" not in plain
     for key, value in plain.items():
         assert np.array_equal(value, warped[key]), key
