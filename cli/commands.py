@@ -629,29 +629,41 @@ def synth(
             raise typer.BadParameter(f"{given} is inside {out}/train or {out}/val, which --force rewrites",
                                      param_hint=option)
     source = _synth_source(text, words, pattern, _span(words_per_line, "--words-per-line"))
-    spans = {name: _span(value, "--" + name.replace("_", "-")) for name, value in {
+    settings = _render_settings(height, rotate, shear, perspective, spans={
         "font_size": font_size, "ink": ink, "paper": paper, "texture": texture, "noise": noise, "blur": blur,
         "jpeg_quality": jpeg_quality, "pad_x": pad_x, "pad_y": pad_y, "word_spacing": word_spacing,
-        "stretch": stretch}.items()}
-    spans["letter_spacing"] = _span(letter_spacing, "--letter-spacing", lowest=-0.5)
-    chances = {name: _chance(value, "--" + name) for name, value in {
-        "invert": invert, "jpeg": jpeg, "underline": underline, "neighbours": neighbours}.items()}
-    if spans["font_size"][0] < 4 or spans["font_size"][1] > 400:
-        raise typer.BadParameter("font sizes from 4 to 400 px", param_hint="--font-size")
-    if not (0.2 <= spans["stretch"][0] and spans["stretch"][1] <= 5):
-        raise typer.BadParameter("a width scale from 0.2 to 5", param_hint="--stretch")
-    for name, highest in (("ink", 255), ("paper", 255)):
-        if spans[name][1] > highest:
-            raise typer.BadParameter(f"grey levels from 0 to {highest}", param_hint="--" + name)
-    if not (1 <= spans["jpeg_quality"][0] and spans["jpeg_quality"][1] <= 100):
-        raise typer.BadParameter("a JPEG quality from 1 to 100", param_hint="--jpeg-quality")
-    settings = RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **spans, **chances)
+        "stretch": stretch, "letter_spacing": letter_spacing}, chances={
+        "invert": invert, "jpeg": jpeg, "underline": underline, "neighbours": neighbours})
     found = find_fonts(fonts)
     job = SynthJob(source, tuple(found.fonts), settings, seed, image_format.value, fit_model)
     total = count or (len(source.lines) if text is not None else 1000)
     with render.SynthDisplay(total) as display:
         result = synthesize(out, job, total, val_fraction=val_fraction, label_format=labels.value,
                             workers=workers, force=force, unusable_fonts=found.unusable, on_progress=display.update)
+    _synth_report(out, result, as_json)
+
+
+def _render_settings(height: int, rotate: float, shear: float, perspective: float, spans: dict[str, str],
+                     chances: dict[str, float]) -> RenderSettings:
+    """The degradation knobs as RenderSettings, each checked; a usage error names the flag at fault."""
+    ranges = {name: _span(value, "--" + name.replace("_", "-"), lowest=-0.5 if name == "letter_spacing" else 0.0)
+              for name, value in spans.items()}
+    chances = {name: _chance(value, "--" + name) for name, value in chances.items()}
+    if ranges["font_size"][0] < 4 or ranges["font_size"][1] > 400:
+        raise typer.BadParameter("font sizes from 4 to 400 px", param_hint="--font-size")
+    if not (0.2 <= ranges["stretch"][0] and ranges["stretch"][1] <= 5):
+        raise typer.BadParameter("a width scale from 0.2 to 5", param_hint="--stretch")
+    for name, highest in (("ink", 255), ("paper", 255)):
+        if ranges[name][1] > highest:
+            raise typer.BadParameter(f"grey levels from 0 to {highest}", param_hint="--" + name)
+    if not (1 <= ranges["jpeg_quality"][0] and ranges["jpeg_quality"][1] <= 100):
+        raise typer.BadParameter("a JPEG quality from 1 to 100", param_hint="--jpeg-quality")
+    return RenderSettings(height=height, rotate=rotate, shear=shear, perspective=perspective, **ranges, **chances)
+
+
+def _synth_report(out: Path, result, as_json: bool) -> None:
+    """The summary on stdout (OUT, or JSON); a data set of no samples is a failure, not a result
+    (a script would go on with it)."""
     written = sum(result.splits.values())
     if as_json:
         from crnn_core.outputs import dumps
@@ -661,7 +673,7 @@ def synth(
         render.synth_summary(result)
         if written:
             typer.echo(str(out))
-    if not written:  # a data set of no samples is a failure, not a result (a script would go on with it)
+    if not written:
         from crnn_core.errors import CrnnError
 
         raise CrnnError(f"{out}: no sample written: all {result.undrawable} given up, no font has every "
