@@ -256,8 +256,8 @@ def _context(kind: str) -> dict:
 _WORKER: dict = {}
 
 
-def _init_worker(kind: str, out: str) -> None:
-    _WORKER.update(kind=kind, out=Path(out), context=_context(kind))
+def _init_worker(kind: str, out: str, context: dict) -> None:
+    _WORKER.update(kind=kind, out=Path(out), context=context)
 
 
 def _one(job: tuple[str, int]) -> str:
@@ -272,15 +272,17 @@ def _one(job: tuple[str, int]) -> str:
 def make(out: Path, kinds: list[str], scale: float) -> None:
     for kind in kinds:
         started = time.monotonic()
+        # Built once here, not in each worker: a missing package then stops `make` with one
+        # message instead of every worker failing (and the pool restarting them) in turn.
+        context = _context(kind)
         for split, count in zip(SPLITS, SIZES[kind]):
             folder = out / kind / split
             folder.mkdir(parents=True, exist_ok=True)
             jobs = [(split, i) for i in range(max(1, int(count * scale)))]
-            with Pool(os.cpu_count(), _init_worker, (kind, str(out / kind))) as pool:
+            with Pool(os.cpu_count(), _init_worker, (kind, str(out / kind), context)) as pool:
                 lines = pool.map(_one, jobs, chunksize=64)
             (folder / "labels.tsv").write_text("".join(lines), encoding="utf-8")
         if kind in SPECS:  # which fonts made which split: they depend on the machine's font packages
-            context = _context(kind)
             (out / kind / "fonts.tsv").write_text("".join(
                 f"{split}\t{font}\n" for split in ("train", "test") for font in context[f"{split}_fonts"]), encoding="utf-8")
         print(f"{kind}: {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -245,9 +245,10 @@ def make_finetune(out: Path) -> None:
     32-64 px, textured paper, shear up to 0.3), test lines in fonts its train lines never use."""
     import accuracy_suite as suite
 
+    context = suite._context("lines")
     for split, count in FINETUNE_SIZES.items():
         (out / split).mkdir(parents=True, exist_ok=True)
-        with Pool(os.cpu_count(), suite._init_worker, ("lines", str(out))) as pool:
+        with Pool(os.cpu_count(), suite._init_worker, ("lines", str(out), context)) as pool:
             lines = pool.map(suite._one, [(split, i) for i in range(count)], chunksize=32)
         (out / split / "labels.tsv").write_text("".join(lines), encoding="utf-8")
 
