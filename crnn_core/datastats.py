@@ -122,7 +122,8 @@ def fitted_width_scale(fill_p90: float | None) -> float:
     scale that brings the percentile to FILL_COMFORT, at most 3. Measured in 20-minute runs
     (docs/accuracy.md, "Densely set text"): condensed, loosely cropped lines (0.94 -> 2) read
     63.2% of test lines instead of 40.8%; `crnn synth`'s prose at 32 px (0.59 -> 1.25) 60.4%
-    instead of 57.4%.
+    instead of 57.4%. Never below 1: halving sparse captchas (0.136) doubled the epochs and read
+    92.6% instead of 96.6% (docs/accuracy.md, "Sparse text compressed across").
     """
     if fill_p90 is None or not fill_p90 > FILL_COMFORT:
         return 1.0
