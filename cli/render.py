@@ -219,6 +219,11 @@ class TrainDisplay:
                   f"accuracy {_pct(info['val_accuracy'])}  {info['samples_per_s']:.0f} samples/s  "
                   f"{info['elapsed_seconds']:.0f} s{mark}", highlight=False)
 
+    def _kept_last(self, info: dict[str, Any]) -> None:
+        earlier = info["instead_of"]
+        note(f"best.pt: the last epoch ({info['epoch']}, validation {_pct(info['accuracy'])}), within the noise of "
+             f"epoch {earlier['epoch']}'s {_pct(earlier['accuracy'])} on this validation set")
+
     def _warning(self, info: dict[str, Any]) -> None:
         err.print(f"warning: {one_line(info['message'])}", markup=False)
 

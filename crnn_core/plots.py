@@ -16,8 +16,9 @@ from typing import Any
 from .modelfile import atomic_write_bytes
 
 
-def curves_png(history: list[dict[str, Any]]) -> bytes:
-    """Training loss, validation CER and validation accuracy per epoch, side by side."""
+def curves_png(history: list[dict[str, Any]], kept_epoch: int | None = None) -> bytes:
+    """Training loss, validation CER and validation accuracy per epoch, side by side; a dashed
+    line marks `kept_epoch` (the one best.pt holds), else the epoch of the lowest CER."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -30,7 +31,7 @@ def curves_png(history: list[dict[str, Any]]) -> bytes:
               (cer_ax, "val_cer", "validation CER", "tab:red"),
               (acc_ax, "val_accuracy", "validation sequence accuracy", "tab:green"))
     finite_losses = [h["train_loss"] for h in history if _finite(h.get("train_loss"))]
-    best = min(history, key=lambda h: (h["val_cer"], -h["val_accuracy"])) if history else None
+    best = marked_epoch(history, kept_epoch)
     for ax, key, title, colour in series:
         values = [h.get(key) if _finite(h.get(key)) else math.nan for h in history]
         ax.plot(epochs, values, marker="o", markersize=3, color=colour)
@@ -49,11 +50,17 @@ def curves_png(history: list[dict[str, Any]]) -> bytes:
     acc_ax.set_ylim(-0.02, 1.02)
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     if best is not None:
-        figure.suptitle(f"best epoch {best['epoch']}: CER {best['val_cer']:.4f}, "
+        figure.suptitle(f"best.pt: epoch {best['epoch']}, CER {best['val_cer']:.4f}, "
                         f"accuracy {100 * best['val_accuracy']:.2f}% (dashed line)", fontsize=10)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def marked_epoch(history: list[dict[str, Any]], kept_epoch: int | None) -> dict[str, Any] | None:
+    """The record of `kept_epoch`, else of the lowest validation CER (then the highest accuracy)."""
+    lowest = min(history, key=lambda h: (h["val_cer"], -h["val_accuracy"])) if history else None
+    return next((h for h in reversed(history) if h["epoch"] == kept_epoch), lowest)
 
 
 def _finite(value: Any) -> bool:
@@ -68,11 +75,11 @@ class CurvePlotter:
         self.on_problem = on_problem
         self.failed = False
 
-    def update(self, history: list[dict[str, Any]]) -> bool:
+    def update(self, history: list[dict[str, Any]], kept_epoch: int | None = None) -> bool:
         if not history:
             return False
         try:
-            atomic_write_bytes(self.path, curves_png(history))
+            atomic_write_bytes(self.path, curves_png(history, kept_epoch))
             return True
         except Exception as exc:  # noqa: BLE001 - a picture is never worth a lost training run
             if not self.failed and self.on_problem is not None:

@@ -225,5 +225,7 @@ def test_train_display_handles_every_event_kind():
         display.on_event("epoch", {"epoch": 1, "train_loss": 1.0, "val_cer": 0.5, "val_accuracy": 0.25,
                                    "samples_per_s": 10.0, "elapsed_seconds": 3.0, "improved": True})
         display.on_event("warning", {"message": "could not draw curves.png"})
+        display.on_event("kept_last", {"epoch": 2, "accuracy": 0.24, "cer": 0.5,
+                                       "instead_of": {"epoch": 1, "accuracy": 0.25, "cer": 0.5}})
         display.on_event("stop", {"reason": "done", "seconds": 3.0})
     assert display.task is None and not display.stop_requested

@@ -20,10 +20,18 @@ def test_curves_png_is_a_picture(tmp_path):
     assert not plotter.update([])
 
 
+def test_the_dashed_line_marks_the_epoch_best_pt_holds():
+    from crnn_core.plots import marked_epoch
+
+    assert marked_epoch(HISTORY, None)["epoch"] == 5  # the lowest validation CER
+    assert marked_epoch(HISTORY, 3)["epoch"] == 3  # the one training kept, whatever its CER
+    assert marked_epoch(HISTORY, 9)["epoch"] == 5 and marked_epoch([], 1) is None
+
+
 def test_a_plotting_failure_is_reported_once_and_never_raised(tmp_path, monkeypatch):
     from crnn_core import plots
 
-    def broken(history):
+    def broken(history, kept_epoch=None):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(plots, "curves_png", broken)

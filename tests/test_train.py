@@ -104,3 +104,59 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatc
     flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
     monkeypatch.undo()
     assert train_module.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def _state(accuracies, best_epoch):
+    from crnn_core.train import TrainState
+
+    history = [{"epoch": e, "val_accuracy": a, "val_cer": 1 - a, "val_wer": 1 - a} for e, a in enumerate(accuracies, 1)]
+    best = history[best_epoch - 1]
+    return TrainState(epoch=len(history), history=history,
+                      best={"cer": best["val_cer"], "accuracy": best["val_accuracy"], "epoch": best_epoch})
+
+
+def test_the_last_epoch_is_kept_within_two_standard_errors_of_the_best():
+    # 500 images at 96.6%: one standard error is 0.81 points, so 95.0% is inside and 94.9% outside
+    assert _state([0.9, 0.966, 0.958], best_epoch=2).keeps_last(500)
+    assert _state([0.9, 0.966, 0.950], best_epoch=2).keeps_last(500)
+    assert not _state([0.9, 0.966, 0.949], best_epoch=2).keeps_last(500)
+    assert not _state([0.9, 0.966, 0.958], best_epoch=2).keeps_last(50_000)  # a large set tells them apart
+    assert not _state([0.9, 0.97], best_epoch=2).keeps_last(500)  # the last is the best already
+    # a perfect best still allows one image's worth of noise: 2 * sqrt(1/500) / sqrt(500) = 0.4 points
+    assert _state([1.0, 0.996], best_epoch=1).keeps_last(500)
+    assert not _state([1.0, 0.994], best_epoch=1).keeps_last(500)
+
+
+def _scripted_validation(monkeypatch, accuracies):
+    from crnn_core import train as train_module
+    from crnn_core.metrics import Scores
+
+    scripted = iter(accuracies)
+
+    def validate(self):
+        correct = next(scripted)
+        return Scores(samples=12, correct=correct, char_errors=12 - correct, chars=48, word_errors=12 - correct, words=12)
+
+    monkeypatch.setattr(train_module.Trainer, "validate", validate)
+
+
+def test_a_run_that_ends_by_its_schedule_keeps_its_last_epoch_when_validation_cannot_tell(tiny_data, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [6, 11, 10])  # epoch 2 is best; epoch 3 one image behind of 12
+    events = []
+    result = train(tiny_data, tmp_path / "run", load_model_config("crnn-tiny"), TrainConfig(epochs=3, **TINY),
+                   on_event=lambda kind, info: events.append((kind, info)))
+    assert result.best_epoch == 3 and result.best["accuracy"] == pytest.approx(10 / 12)
+    assert read_payload(tmp_path / "run" / "best.pt")["train"]["best_epoch"] == 3
+    assert read_payload(tmp_path / "run" / "last.pt")["state"]["best"]["epoch"] == 3  # what --resume reads
+    kept = [info for kind, info in events if kind == "kept_last"]
+    assert len(kept) == 1 and kept[0]["epoch"] == 3 and kept[0]["instead_of"]["epoch"] == 2
+
+
+def test_a_clearly_worse_last_epoch_or_an_early_stop_keeps_the_best(tiny_data, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [6, 12, 1])  # 1 of 12 against 12 of 12: beyond any noise
+    result = train(tiny_data, tmp_path / "a", load_model_config("crnn-tiny"), TrainConfig(epochs=3, **TINY))
+    assert result.best_epoch == 2
+    assert read_payload(tmp_path / "a" / "best.pt")["train"]["best_epoch"] == 2
+    _scripted_validation(monkeypatch, [11, 10, 10, 10])  # patience 2 ends it at epoch 3, before the schedule's end
+    result = train(tiny_data, tmp_path / "b", load_model_config("crnn-tiny"), TrainConfig(epochs=4, patience=2, **TINY))
+    assert result.stop_reason.startswith("early stop") and result.best_epoch == 1
