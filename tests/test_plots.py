@@ -47,7 +47,7 @@ def test_training_goes_on_when_plotting_fails(tiny_data, tmp_path, monkeypatch):
     from crnn_core.config import TrainConfig, load_model_config
     from crnn_core.train import train
 
-    def missing(history):
+    def missing(history, kept_epoch=None):
         raise ImportError("No module named 'matplotlib'")
 
     monkeypatch.setattr(plots, "curves_png", missing)
