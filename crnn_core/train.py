@@ -169,7 +169,7 @@ class TrainState:
         By then the learning rate has decayed to its floor over the averaged weights, and an
         earlier epoch that scored higher on a few hundred validation images is as likely lucky
         as better: on the proxy captchas an epoch-6 model 0.8 points ahead on 500 validation
-        images read 93.7% of the test set, the last epoch's 96.3% (docs/accuracy.md, "The end
+        images read 93.7% of the test set, the last epoch's 96.2% (docs/accuracy.md, "The end
         of the schedule"). So the last one is kept unless its accuracy is more than two
         binomial standard errors (at least one image's worth) below the best's.
         """
