@@ -179,6 +179,13 @@ class TrainState:
         spread = math.sqrt(max(best * (1 - best), 1 / samples) / samples)
         return last >= best - 2 * spread
 
+    def take_last(self) -> None:
+        """Make the last validation the best one (what `keeps_last` allows)."""
+        last = self.history[-1]
+        self.best = {"cer": last["val_cer"], "accuracy": last["val_accuracy"], "wer": last["val_wer"],
+                     "epoch": last["epoch"]}
+        self.bad_epochs = 0
+
     def record(self, scores: Scores, epoch: int, partial: bool) -> bool:
         """Count a validation; True when it is the best so far (lower CER, then higher accuracy)."""
         improved = (scores.cer, -scores.accuracy) < (self.best["cer"], -self.best["accuracy"])
@@ -368,7 +375,7 @@ class Trainer:
         self._start()
         stop_reason, epoch = None, self.state.epoch
         self.nonfinite_streak = 0
-        self.last_checkpoint: tuple[int, dict[str, Any] | None, int] | None = None  # end_epoch's last.pt
+        self.last_checkpoint: tuple[int, dict[str, Any] | None] | None = None  # end_epoch's last.pt: epoch done, partial
         for epoch in range(self.state.epoch + 1, self.config.epochs + 1):
             outcome = self.train_epoch(epoch)
             if outcome.stop == "interrupted":
@@ -532,7 +539,7 @@ class Trainer:
         info = self._train_info(epoch)
         if improved and self.ctx.is_main:
             save_model(self.run_dir / "best.pt", self.average.model, self.data.alphabet, self.preprocess, info)
-        self.last_checkpoint = (epoch - 1 if partial else epoch, outcome.partial if partial else None, epoch)
+        self.last_checkpoint = (epoch - 1 if partial else epoch, outcome.partial if partial else None)
         self.checkpoint(self.last_checkpoint[0], info, self.last_checkpoint[1])
         self.emit("epoch", dict(record, best_epoch=self.state.best["epoch"], improved=improved))
         release_free_memory()
@@ -585,16 +592,15 @@ class Trainer:
         if (not on_schedule or self.last_checkpoint is None or not self.state.keeps_last(len(self.data.val))
                 or not weights_finite(self.average.model)):
             return
-        last, earlier = self.state.history[-1], dict(self.state.best)
-        self.state.best = {"cer": last["val_cer"], "accuracy": last["val_accuracy"], "wer": last["val_wer"],
-                           "epoch": last["epoch"]}
-        self.state.bad_epochs = 0
-        epoch_done, partial, epoch = self.last_checkpoint
-        info = self._train_info(epoch)
+        earlier = dict(self.state.best)
+        self.state.take_last()
+        kept = self.state.best
+        info = self._train_info(kept["epoch"])
         if self.ctx.is_main:
             save_model(self.run_dir / "best.pt", self.average.model, self.data.alphabet, self.preprocess, info)
+        epoch_done, partial = self.last_checkpoint
         self.checkpoint(epoch_done, info, partial)  # last.pt's state names the same best, for --resume
-        self.emit("kept_last", {"epoch": last["epoch"], "accuracy": last["val_accuracy"], "cer": last["val_cer"],
+        self.emit("kept_last", {"epoch": kept["epoch"], "accuracy": kept["accuracy"], "cer": kept["cer"],
                                 "instead_of": earlier})
 
     def _finish(self, stop_reason: str, epoch: int) -> TrainResult:
